@@ -1,0 +1,1 @@
+//! DRBD-class replicated block device engine with an NBD export.

@@ -1,0 +1,16 @@
+//! Sans-IO state machines for high availability.
+//!
+//! `ha-core` holds the cluster logic of ha-toolkit: peer liveness, membership and quorum,
+//! resources and groups, the placement policy, and the configuration model. Nothing in here
+//! opens a socket or reads a clock: the embedding runtime (for example `ha-net`) feeds time and
+//! messages in and carries actions out. The same code therefore runs unchanged under the
+//! deterministic simulator in [`sim`], with virtual time and injected faults.
+
+pub mod error;
+pub mod ids;
+pub mod model;
+pub mod time;
+
+pub use error::{Error, Result};
+pub use ids::{GroupId, LinkId, NodeId, ResourceId};
+pub use time::Timestamp;

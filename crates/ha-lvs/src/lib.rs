@@ -1,0 +1,1 @@
+//! IPVS generic-netlink client, declarative reconcile, ipvsadm formats and a shared real-server health checker.

@@ -1,0 +1,1 @@
+//! I/O around ha-core: authenticated heartbeat transport, tokio node runtime, floating IP, ping nodes.

@@ -1,0 +1,1 @@
+//! Test rig: network namespaces and a Debian kernel under qemu (dev only).

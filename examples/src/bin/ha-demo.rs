@@ -1,0 +1,2 @@
+//! ha-demo: placeholder, replaced by the simulator timeline.
+fn main() {}
