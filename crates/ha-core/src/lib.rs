@@ -9,8 +9,10 @@
 pub mod error;
 pub mod ids;
 pub mod model;
+pub mod outcome;
 pub mod time;
 
 pub use error::{Error, Result};
 pub use ids::{GroupId, LinkId, NodeId, ResourceId};
+pub use outcome::{OcfCode, ResourceOp, Severity};
 pub use time::Timestamp;
