@@ -1,5 +1,12 @@
 //! Test rig: network namespaces and a Debian kernel under qemu (dev only).
 //!
+//! - [`netns`]: named network namespaces with drop guards, a star [`netns::Topology`] of hosts
+//!   on a bridge, link up/down, netem delay/loss, and [`netns::Netns::run`] to run a closure
+//!   (e.g. a tokio runtime) inside a namespace.
+//! - [`vm`]: a cached boot image (Debian cloud kernel + busybox + ipvsadm/nbd-client/drbd-utils)
+//!   and a builder that boots it under qemu, runs one command and returns its exit status,
+//!   stdout, stderr and files.
+//!
 //! Tests that need root call [`privileged`] first. It returns `false` (skip) when not root,
 //! unless the variable [`REQUIRE_PRIVILEGED_ENV`] is set (CI sets it), in which case it panics so
 //! a skipped privileged test can never pass silently.
@@ -30,9 +37,18 @@ pub fn privileged(test: &str) -> bool {
 /// [`REQUIRE_PRIVILEGED_ENV`] is set.
 pub fn skip_or_fail(test: &str, reason: &str) -> bool {
     if skipping_allowed() {
-        eprintln!("SKIPPED {test}: {reason} (set {REQUIRE_PRIVILEGED_ENV}=1 to make this a failure)");
+        eprintln!(
+            "SKIPPED {test}: {reason} (set {REQUIRE_PRIVILEGED_ENV}=1 to make this a failure)"
+        );
         false
     } else {
         panic!("{test}: {reason}, and {REQUIRE_PRIVILEGED_ENV} forbids skipping");
     }
 }
+
+mod cmd;
+mod error;
+pub mod netns;
+pub mod vm;
+
+pub use error::{Error, Result};

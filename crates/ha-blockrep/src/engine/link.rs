@@ -1,0 +1,260 @@
+//! One established connection: the send queue and the transfer log of unacknowledged writes.
+
+use super::PeerOutcome;
+use crate::meta::{Bitmap, SharedBitmap};
+use crate::repl::packet::Packet;
+use std::collections::HashMap;
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicU64, Ordering};
+use tokio::sync::{Notify, Semaphore, mpsc, oneshot};
+
+/// Resync/verify window in 4 KiB blocks (8 MiB in flight, like a generous c-fill-target).
+pub(crate) const RS_WINDOW: usize = 2048;
+
+struct Entry {
+    offset: u64,
+    len: u64,
+    recv: Option<oneshot::Sender<PeerOutcome>>,
+    done: Option<oneshot::Sender<PeerOutcome>>,
+}
+
+#[derive(Default)]
+struct Pending {
+    closed: bool,
+    writes: HashMap<u64, Entry>,
+    flushes: HashMap<u64, oneshot::Sender<()>>,
+}
+
+/// Waiters of one replicated request.
+pub(crate) struct Sent {
+    recv: oneshot::Receiver<PeerOutcome>,
+    done: oneshot::Receiver<PeerOutcome>,
+}
+
+impl Sent {
+    /// Protocol B: until the peer received it.
+    pub(crate) async fn received(self) -> PeerOutcome {
+        self.recv.await.unwrap_or(PeerOutcome::Lost)
+    }
+    /// Protocol C: until the peer wrote it.
+    pub(crate) async fn written(self) -> PeerOutcome {
+        self.done.await.unwrap_or(PeerOutcome::Lost)
+    }
+}
+
+/// An established connection as seen by the I/O path.
+pub(crate) struct Link {
+    tx: mpsc::UnboundedSender<Packet>,
+    pending: Mutex<Pending>,
+    bitmap: SharedBitmap,
+    /// Peer's node name.
+    pub(crate) peer_name: String,
+    /// Signals the connection's reader loop to end.
+    pub(crate) stop: Notify,
+    tasks: Mutex<Vec<tokio::task::AbortHandle>>,
+    /// Resync / verify window.
+    pub(crate) rs_window: Semaphore,
+    /// Verify: blocks found different, and replies received.
+    pub(crate) ov_oos: AtomicU64,
+    /// Resync target: written blocks waiting for a flush before their `RsAck`.
+    rs_unflushed: Mutex<Vec<(u64, u32)>>,
+    rs_flushing: std::sync::atomic::AtomicBool,
+}
+
+impl Link {
+    pub(crate) fn new(
+        tx: mpsc::UnboundedSender<Packet>,
+        bitmap: SharedBitmap,
+        peer_name: String,
+    ) -> Self {
+        Link {
+            tx,
+            pending: Mutex::new(Pending::default()),
+            bitmap,
+            peer_name,
+            stop: Notify::new(),
+            tasks: Mutex::new(Vec::new()),
+            rs_window: Semaphore::new(RS_WINDOW),
+            ov_oos: AtomicU64::new(0),
+            rs_unflushed: Mutex::new(Vec::new()),
+            rs_flushing: std::sync::atomic::AtomicBool::new(false),
+        }
+    }
+
+    fn pending(&self) -> std::sync::MutexGuard<'_, Pending> {
+        self.pending.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn bitmap(&self) -> std::sync::MutexGuard<'_, Bitmap> {
+        self.bitmap.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Queue a packet that needs no tracking.
+    pub(crate) fn send(&self, p: Packet) -> bool {
+        self.tx.send(p).is_ok()
+    }
+
+    /// Queue a replicated write; `None` if the link is closed (caller marks the bitmap).
+    pub(crate) fn send_request(&self, seq: u64, offset: u64, len: u64, p: Packet) -> Option<Sent> {
+        let mut g = self.pending();
+        if g.closed {
+            return None;
+        }
+        let (rtx, rrx) = oneshot::channel();
+        let (dtx, drx) = oneshot::channel();
+        if self.tx.send(p).is_err() {
+            return None;
+        }
+        g.writes.insert(
+            seq,
+            Entry {
+                offset,
+                len,
+                recv: Some(rtx),
+                done: Some(dtx),
+            },
+        );
+        Some(Sent {
+            recv: rrx,
+            done: drx,
+        })
+    }
+
+    /// Queue a flush; the receiver fires on the peer's `FlushAck` (or is dropped on loss).
+    pub(crate) fn send_flush(&self, seq: u64) -> Option<oneshot::Receiver<()>> {
+        let mut g = self.pending();
+        if g.closed || self.tx.send(Packet::Flush { seq }).is_err() {
+            return None;
+        }
+        let (tx, rx) = oneshot::channel();
+        g.flushes.insert(seq, tx);
+        Some(rx)
+    }
+
+    /// Peer received `seq` (protocol B).
+    pub(crate) fn recv_ack(&self, seq: u64) {
+        if let Some(e) = self.pending().writes.get_mut(&seq) {
+            if let Some(t) = e.recv.take() {
+                let _ = t.send(PeerOutcome::Done);
+            }
+        }
+    }
+
+    /// Peer wrote `seq` (`ok`) or failed to (`!ok`: the block stays out of sync).
+    pub(crate) fn write_ack(&self, seq: u64, ok: bool) {
+        let e = self.pending().writes.remove(&seq);
+        if let Some(mut e) = e {
+            let outcome = || {
+                if ok {
+                    PeerOutcome::Done
+                } else {
+                    PeerOutcome::Lost
+                }
+            };
+            if !ok {
+                self.bitmap().mark_bytes(e.offset, e.len);
+            }
+            if let Some(t) = e.recv.take() {
+                let _ = t.send(outcome());
+            }
+            if let Some(t) = e.done.take() {
+                let _ = t.send(outcome());
+            }
+        }
+    }
+
+    /// Peer flushed.
+    pub(crate) fn flush_ack(&self, seq: u64) {
+        if let Some(t) = self.pending().flushes.remove(&seq) {
+            let _ = t.send(());
+        }
+    }
+
+    /// Connection lost: every write the peer has not confirmed is marked out of sync and its
+    /// waiters are released. Returns how many writes were swept.
+    pub(crate) fn close(&self) -> usize {
+        let (writes, flushes) = {
+            let mut g = self.pending();
+            g.closed = true;
+            (
+                std::mem::take(&mut g.writes),
+                std::mem::take(&mut g.flushes),
+            )
+        };
+        {
+            let mut bm = self.bitmap();
+            for e in writes.values() {
+                bm.mark_bytes(e.offset, e.len);
+            }
+        }
+        let n = writes.len();
+        for (_, mut e) in writes {
+            if let Some(t) = e.recv.take() {
+                let _ = t.send(PeerOutcome::Lost);
+            }
+            if let Some(t) = e.done.take() {
+                let _ = t.send(PeerOutcome::Lost);
+            }
+        }
+        drop(flushes);
+        self.rs_window.close();
+        n
+    }
+
+    /// Register a task belonging to this connection (aborted by [`Link::kill`]).
+    pub(crate) fn add_task(&self, h: tokio::task::AbortHandle) {
+        self.tasks.lock().unwrap_or_else(|e| e.into_inner()).push(h);
+    }
+
+    /// Ask the reader loop to end (orderly).
+    pub(crate) fn shutdown(&self) {
+        self.stop.notify_one();
+    }
+
+    /// Abort every task of this connection.
+    pub(crate) fn kill(&self) {
+        for t in self
+            .tasks
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .drain(..)
+        {
+            t.abort();
+        }
+        self.stop.notify_one();
+    }
+
+    fn unflushed(&self) -> std::sync::MutexGuard<'_, Vec<(u64, u32)>> {
+        self.rs_unflushed.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Queue a resync ack until the next flush.
+    pub(crate) fn rs_unflushed_push(&self, offset: u64, len: u32) {
+        self.unflushed().push((offset, len));
+    }
+
+    /// Take the queued resync acks.
+    pub(crate) fn rs_unflushed_take(&self) -> Vec<(u64, u32)> {
+        std::mem::take(&mut *self.unflushed())
+    }
+
+    /// Become the flusher; false if one is already running.
+    pub(crate) fn rs_flush_begin(&self) -> bool {
+        !self.rs_flushing.swap(true, Ordering::AcqRel)
+    }
+
+    /// Stop being the flusher; false if more acks arrived meanwhile and we are flusher again.
+    pub(crate) fn rs_flush_end(&self) -> bool {
+        self.rs_flushing.store(false, Ordering::Release);
+        if self.unflushed().is_empty() {
+            return true;
+        }
+        // Something was queued after our last take: carry on if nobody else took over.
+        !self.rs_flush_begin()
+    }
+
+    /// Number of verify mismatches so far.
+    pub(crate) fn ov_oos(&self) -> u64 {
+        self.ov_oos.load(Ordering::Relaxed)
+    }
+}

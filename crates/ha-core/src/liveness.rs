@@ -1,0 +1,603 @@
+//! Peer liveness per node and per link, with heartbeat's semantics.
+//!
+//! * keepalive: how often peers send (used by the phi detector's floor and by the node).
+//! * warntime: a heartbeat arriving later than this after the previous one on a link is
+//!   reported as [`LivenessEvent::LateHeartbeat`].
+//! * deadtime: a link unheard for this long is down; a peer is alive while any link is up.
+//! * initdead: a peer never heard since boot is declared dead only after this long.
+//! * incarnation: a heartbeat with a larger incarnation is a restarted peer (down + up).
+//! * [`DetectorKind::PhiAccrual`]: the link is declared down when phi exceeds the threshold,
+//!   never earlier than [`Timing::detection_floor`] and never later than deadtime.
+//!
+//! The tracker also implements the time shift used by the self-stall guard: time the local node
+//! spent not running does not count as peer silence ([`Liveness::shift`]).
+
+use crate::error::{Error, Result};
+use crate::ids::{LinkId, NodeId};
+use crate::model::{DetectorKind, Timing};
+use crate::time::Timestamp;
+use std::collections::{BTreeMap, VecDeque};
+use std::time::Duration;
+
+/// Intervals kept per link for the phi accrual detector.
+const PHI_WINDOW: usize = 32;
+
+impl Timing {
+    /// Check the timing is usable: keepalive > 0, deadtime > 2 x keepalive (heartbeat's rule),
+    /// warntime <= deadtime, initdead >= deadtime, a positive finite phi threshold.
+    pub fn validate(&self) -> Result<()> {
+        if self.keepalive.is_zero() {
+            return Err(Error::Invalid("keepalive must be greater than zero".into()));
+        }
+        if self.deadtime <= self.keepalive * 2 {
+            return Err(Error::Invalid(format!(
+                "deadtime ({:?}) must exceed 2 x keepalive ({:?}); raise deadtime or lower keepalive",
+                self.deadtime, self.keepalive
+            )));
+        }
+        if self.warntime > self.deadtime {
+            return Err(Error::Invalid(format!(
+                "warntime ({:?}) must not exceed deadtime ({:?})",
+                self.warntime, self.deadtime
+            )));
+        }
+        if self.initdead < self.deadtime {
+            return Err(Error::Invalid(format!(
+                "initdead ({:?}) must be at least deadtime ({:?})",
+                self.initdead, self.deadtime
+            )));
+        }
+        if let DetectorKind::PhiAccrual { threshold } = self.detector {
+            if !(threshold.is_finite() && threshold > 0.0) {
+                return Err(Error::Invalid(format!(
+                    "phi accrual threshold must be a positive number, got {threshold}"
+                )));
+            }
+        }
+        Ok(())
+    }
+
+    /// The earliest a silent peer can be declared dead after it was last heard: deadtime for the
+    /// fixed detector; for phi accrual max(deadtime / 2, 2 x keepalive). Leases are based on it.
+    pub fn detection_floor(&self) -> Duration {
+        match self.detector {
+            DetectorKind::Fixed => self.deadtime,
+            DetectorKind::PhiAccrual { .. } => (self.deadtime / 2).max(self.keepalive * 2),
+        }
+    }
+}
+
+/// Liveness of a peer as a whole.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum PeerState {
+    /// Never heard since boot and initdead not yet over.
+    Unknown,
+    /// At least one link is up.
+    Up,
+    /// Every link is down (or never heard within initdead).
+    Down,
+}
+
+/// A change reported by the tracker.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum LivenessEvent {
+    /// A link to a peer came up.
+    LinkUp(NodeId, LinkId),
+    /// A link to a peer went down.
+    LinkDown(NodeId, LinkId),
+    /// A peer became alive.
+    PeerUp(NodeId),
+    /// A peer was declared dead.
+    PeerDown(NodeId),
+    /// A peer restarted (new incarnation); it lost every resource.
+    PeerRestarted {
+        /// The peer.
+        node: NodeId,
+        /// Its previous incarnation.
+        old: u64,
+        /// Its new incarnation.
+        new: u64,
+    },
+    /// A heartbeat arrived later than warntime after the previous one on a link.
+    LateHeartbeat(NodeId, LinkId, Duration),
+}
+
+/// What a received heartbeat meant.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum HeartbeatVerdict {
+    /// Older than one already seen, or from an old incarnation: ignore its content.
+    Stale,
+    /// The newest heartbeat from the peer: use its content.
+    Fresh,
+}
+
+#[derive(Debug, Clone, Default)]
+struct LinkState {
+    last_heard: Option<Timestamp>,
+    last_seq: u64,
+    up: bool,
+    intervals: VecDeque<u64>,
+}
+
+/// Liveness of one peer.
+#[derive(Debug, Clone)]
+pub struct PeerLiveness {
+    /// The peer.
+    pub node: NodeId,
+    /// Its incarnation (0: never heard).
+    pub incarnation: u64,
+    /// Highest heartbeat seq received from this incarnation.
+    pub last_seq: u64,
+    /// Overall state.
+    pub state: PeerState,
+    /// When any link last delivered a fresh heartbeat.
+    pub last_heard: Option<Timestamp>,
+    links: Vec<LinkState>,
+}
+
+impl PeerLiveness {
+    /// Whether link `l` is up.
+    pub fn link_up(&self, l: LinkId) -> bool {
+        self.links.get(usize::from(l.0)).is_some_and(|s| s.up)
+    }
+
+    /// Per link: (link, up, last heard).
+    pub fn links(&self) -> impl Iterator<Item = (LinkId, bool, Option<Timestamp>)> + '_ {
+        self.links.iter().enumerate().map(|(i, s)| {
+            (
+                LinkId(u8::try_from(i).unwrap_or(u8::MAX)),
+                s.up,
+                s.last_heard,
+            )
+        })
+    }
+}
+
+/// Liveness of every peer of the local node.
+#[derive(Debug, Clone)]
+pub struct Liveness {
+    timing: Timing,
+    boot: Timestamp,
+    peers: BTreeMap<NodeId, PeerLiveness>,
+}
+
+impl Liveness {
+    /// Track `peers` over `links` links, starting at `boot`. Fails if the timing is invalid.
+    pub fn new(
+        timing: Timing,
+        peers: impl IntoIterator<Item = NodeId>,
+        links: usize,
+        boot: Timestamp,
+    ) -> Result<Self> {
+        timing.validate()?;
+        let links = links.max(1);
+        let peers = peers
+            .into_iter()
+            .map(|node| {
+                (
+                    node,
+                    PeerLiveness {
+                        node,
+                        incarnation: 0,
+                        last_seq: 0,
+                        state: PeerState::Unknown,
+                        last_heard: None,
+                        links: vec![LinkState::default(); links],
+                    },
+                )
+            })
+            .collect();
+        Ok(Liveness {
+            timing,
+            boot,
+            peers,
+        })
+    }
+
+    /// The timing in use.
+    pub fn timing(&self) -> &Timing {
+        &self.timing
+    }
+
+    /// One peer.
+    pub fn peer(&self, node: NodeId) -> Option<&PeerLiveness> {
+        self.peers.get(&node)
+    }
+
+    /// All peers, by id.
+    pub fn peers(&self) -> impl Iterator<Item = &PeerLiveness> {
+        self.peers.values()
+    }
+
+    /// Peers currently up.
+    pub fn up_peers(&self) -> impl Iterator<Item = NodeId> + '_ {
+        self.peers
+            .values()
+            .filter(|p| p.state == PeerState::Up)
+            .map(|p| p.node)
+    }
+
+    /// True while some peer is still [`PeerState::Unknown`] (boot: waiting up to initdead).
+    pub fn any_unknown(&self) -> bool {
+        self.peers.values().any(|p| p.state == PeerState::Unknown)
+    }
+
+    /// Record a heartbeat from `from` on `link`.
+    pub fn on_heartbeat(
+        &mut self,
+        now: Timestamp,
+        from: NodeId,
+        link: LinkId,
+        incarnation: u64,
+        seq: u64,
+        events: &mut Vec<LivenessEvent>,
+    ) -> HeartbeatVerdict {
+        let warntime = self.timing.warntime;
+        let Some(p) = self.peers.get_mut(&from) else {
+            return HeartbeatVerdict::Stale;
+        };
+        let li = usize::from(link.0);
+        if li >= p.links.len() {
+            return HeartbeatVerdict::Stale;
+        }
+        if incarnation < p.incarnation {
+            return HeartbeatVerdict::Stale;
+        }
+        if incarnation > p.incarnation {
+            if p.incarnation != 0 {
+                events.push(LivenessEvent::PeerRestarted {
+                    node: from,
+                    old: p.incarnation,
+                    new: incarnation,
+                });
+                if p.state == PeerState::Up {
+                    // A restarted peer is a new instance: down, then up again below.
+                    events.push(LivenessEvent::PeerDown(from));
+                    p.state = PeerState::Down;
+                }
+            }
+            p.incarnation = incarnation;
+            p.last_seq = 0;
+            for l in &mut p.links {
+                l.last_seq = 0;
+                l.intervals.clear();
+            }
+        }
+        let ls = &mut p.links[li];
+        if seq <= ls.last_seq {
+            return HeartbeatVerdict::Stale;
+        }
+        ls.last_seq = seq;
+        if let Some(prev) = ls.last_heard {
+            let gap = now.saturating_since(prev);
+            if ls.up {
+                if gap > warntime {
+                    events.push(LivenessEvent::LateHeartbeat(from, link, gap));
+                }
+                ls.intervals
+                    .push_back(u64::try_from(gap.as_nanos()).unwrap_or(u64::MAX));
+                if ls.intervals.len() > PHI_WINDOW {
+                    ls.intervals.pop_front();
+                }
+            }
+        }
+        ls.last_heard = Some(now);
+        if !ls.up {
+            ls.up = true;
+            events.push(LivenessEvent::LinkUp(from, link));
+        }
+        if p.state != PeerState::Up {
+            p.state = PeerState::Up;
+            events.push(LivenessEvent::PeerUp(from));
+        }
+        if seq > p.last_seq {
+            p.last_seq = seq;
+            p.last_heard = Some(now);
+            HeartbeatVerdict::Fresh
+        } else {
+            HeartbeatVerdict::Stale
+        }
+    }
+
+    /// How long link `l` may stay silent before it is declared down.
+    fn detect_after(timing: &Timing, l: &LinkState) -> Duration {
+        match timing.detector {
+            DetectorKind::Fixed => timing.deadtime,
+            DetectorKind::PhiAccrual { threshold } => {
+                if l.intervals.len() < 2 {
+                    return timing.deadtime;
+                }
+                let n = l.intervals.len() as f64;
+                let mean = l.intervals.iter().map(|&x| x as f64).sum::<f64>() / n;
+                // Exponential inter-arrival model: phi(t) = t / (mean * ln 10).
+                let t = threshold * mean * std::f64::consts::LN_10;
+                let d = Duration::from_nanos(t.clamp(0.0, u64::MAX as f64) as u64);
+                d.clamp(timing.detection_floor(), timing.deadtime)
+            }
+        }
+    }
+
+    /// Declare links and peers dead whose time is up.
+    pub fn check(&mut self, now: Timestamp, events: &mut Vec<LivenessEvent>) {
+        let timing = self.timing;
+        let initdead_over = now.saturating_since(self.boot) >= timing.initdead;
+        for p in self.peers.values_mut() {
+            for (i, l) in p.links.iter_mut().enumerate() {
+                if let (true, Some(h)) = (l.up, l.last_heard) {
+                    if now.saturating_since(h) >= Self::detect_after(&timing, l) {
+                        l.up = false;
+                        l.intervals.clear();
+                        let link = LinkId(u8::try_from(i).unwrap_or(u8::MAX));
+                        events.push(LivenessEvent::LinkDown(p.node, link));
+                    }
+                }
+            }
+            let any_up = p.links.iter().any(|l| l.up);
+            match p.state {
+                PeerState::Up if !any_up => {
+                    p.state = PeerState::Down;
+                    events.push(LivenessEvent::PeerDown(p.node));
+                }
+                PeerState::Unknown if initdead_over => {
+                    p.state = PeerState::Down;
+                    events.push(LivenessEvent::PeerDown(p.node));
+                }
+                _ => {}
+            }
+        }
+    }
+
+    /// The next instant [`Liveness::check`] may change something.
+    pub fn next_deadline(&self) -> Option<Timestamp> {
+        let mut next: Option<Timestamp> = None;
+        let mut consider = |t: Timestamp| {
+            next = Some(next.map_or(t, |n| n.min(t)));
+        };
+        for p in self.peers.values() {
+            if p.state == PeerState::Unknown {
+                consider(self.boot + self.timing.initdead);
+            }
+            for l in &p.links {
+                if let (true, Some(h)) = (l.up, l.last_heard) {
+                    consider(h + Self::detect_after(&self.timing, l));
+                }
+            }
+        }
+        next
+    }
+
+    /// Self-stall guard: the local node did not run for `delay` (up to `now`); do not count that
+    /// time as peer silence. Shifts every "last heard" forward by `delay`, capped at `now`.
+    pub fn shift(&mut self, now: Timestamp, delay: Duration) {
+        for p in self.peers.values_mut() {
+            if let Some(h) = p.last_heard {
+                p.last_heard = Some((h + delay).min(now));
+            }
+            for l in &mut p.links {
+                if let Some(h) = l.last_heard {
+                    l.last_heard = Some((h + delay).min(now));
+                }
+            }
+        }
+        // initdead is counted from boot: a stall during boot delays it too.
+        if self.peers.values().any(|p| p.state == PeerState::Unknown) {
+            self.boot = (self.boot + delay).min(now);
+        }
+    }
+
+    /// Forget a peer's links (it was fenced): it stays down until heard again.
+    pub fn mark_down(&mut self, node: NodeId, events: &mut Vec<LivenessEvent>) {
+        if let Some(p) = self.peers.get_mut(&node) {
+            for (i, l) in p.links.iter_mut().enumerate() {
+                if l.up {
+                    l.up = false;
+                    events.push(LivenessEvent::LinkDown(
+                        node,
+                        LinkId(u8::try_from(i).unwrap_or(u8::MAX)),
+                    ));
+                }
+            }
+            if p.state != PeerState::Down {
+                p.state = PeerState::Down;
+                events.push(LivenessEvent::PeerDown(node));
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ms(x: u64) -> Duration {
+        Duration::from_millis(x)
+    }
+    fn t(x: u64) -> Timestamp {
+        Timestamp::from_millis(x)
+    }
+    fn timing() -> Timing {
+        Timing {
+            keepalive: ms(100),
+            warntime: ms(300),
+            deadtime: ms(500),
+            initdead: ms(1000),
+            detector: DetectorKind::Fixed,
+        }
+    }
+
+    #[test]
+    fn validation_rejects_short_deadtime() {
+        let mut tm = timing();
+        tm.deadtime = ms(200);
+        assert!(matches!(tm.validate(), Err(Error::Invalid(_))));
+        tm.deadtime = ms(201);
+        tm.warntime = ms(100);
+        assert!(tm.validate().is_ok());
+        tm.keepalive = Duration::ZERO;
+        assert!(tm.validate().is_err());
+        let mut tm = timing();
+        tm.initdead = ms(100);
+        assert!(tm.validate().is_err());
+        assert!(
+            Liveness::new(
+                Timing {
+                    deadtime: ms(150),
+                    ..timing()
+                },
+                [NodeId(2)],
+                1,
+                t(0)
+            )
+            .is_err()
+        );
+    }
+
+    #[test]
+    fn deadtime_and_links() {
+        let mut lv = Liveness::new(timing(), [NodeId(2)], 2, t(0)).unwrap();
+        let mut ev = vec![];
+        assert_eq!(
+            lv.on_heartbeat(t(10), NodeId(2), LinkId(0), 1, 1, &mut ev),
+            HeartbeatVerdict::Fresh
+        );
+        assert_eq!(
+            ev,
+            vec![
+                LivenessEvent::LinkUp(NodeId(2), LinkId(0)),
+                LivenessEvent::PeerUp(NodeId(2))
+            ]
+        );
+        ev.clear();
+        // Same seq on the second link: link comes up, content is stale.
+        assert_eq!(
+            lv.on_heartbeat(t(11), NodeId(2), LinkId(1), 1, 1, &mut ev),
+            HeartbeatVerdict::Stale
+        );
+        assert_eq!(ev, vec![LivenessEvent::LinkUp(NodeId(2), LinkId(1))]);
+        ev.clear();
+        // Link 1 keeps going, link 0 silent: link 0 down at 510, peer stays up.
+        for i in 2..8u64 {
+            lv.on_heartbeat(t(i * 100), NodeId(2), LinkId(1), 1, i, &mut ev);
+        }
+        ev.clear();
+        lv.check(t(509), &mut ev);
+        assert!(ev.is_empty());
+        lv.check(t(510), &mut ev);
+        assert_eq!(ev, vec![LivenessEvent::LinkDown(NodeId(2), LinkId(0))]);
+        assert_eq!(lv.peer(NodeId(2)).unwrap().state, PeerState::Up);
+        ev.clear();
+        // Link 1 last heard at 700: dead at 1200.
+        assert_eq!(lv.next_deadline(), Some(t(1200)));
+        lv.check(t(1200), &mut ev);
+        assert_eq!(
+            ev,
+            vec![
+                LivenessEvent::LinkDown(NodeId(2), LinkId(1)),
+                LivenessEvent::PeerDown(NodeId(2))
+            ]
+        );
+    }
+
+    #[test]
+    fn warntime_reports_late_heartbeat() {
+        let mut lv = Liveness::new(timing(), [NodeId(2)], 1, t(0)).unwrap();
+        let mut ev = vec![];
+        lv.on_heartbeat(t(0), NodeId(2), LinkId(0), 1, 1, &mut ev);
+        lv.on_heartbeat(t(100), NodeId(2), LinkId(0), 1, 2, &mut ev);
+        ev.clear();
+        lv.on_heartbeat(t(450), NodeId(2), LinkId(0), 1, 3, &mut ev);
+        assert_eq!(
+            ev,
+            vec![LivenessEvent::LateHeartbeat(NodeId(2), LinkId(0), ms(350))]
+        );
+    }
+
+    #[test]
+    fn initdead_for_never_heard_peer() {
+        let mut lv = Liveness::new(timing(), [NodeId(2)], 1, t(0)).unwrap();
+        let mut ev = vec![];
+        assert!(lv.any_unknown());
+        assert_eq!(lv.next_deadline(), Some(t(1000)));
+        lv.check(t(999), &mut ev);
+        assert!(ev.is_empty());
+        lv.check(t(1000), &mut ev);
+        assert_eq!(ev, vec![LivenessEvent::PeerDown(NodeId(2))]);
+        assert!(!lv.any_unknown());
+    }
+
+    #[test]
+    fn incarnation_restart_and_stale() {
+        let mut lv = Liveness::new(timing(), [NodeId(2)], 1, t(0)).unwrap();
+        let mut ev = vec![];
+        lv.on_heartbeat(t(0), NodeId(2), LinkId(0), 5, 10, &mut ev);
+        ev.clear();
+        // Old incarnation and old seq are stale.
+        assert_eq!(
+            lv.on_heartbeat(t(50), NodeId(2), LinkId(0), 4, 11, &mut ev),
+            HeartbeatVerdict::Stale
+        );
+        assert_eq!(
+            lv.on_heartbeat(t(50), NodeId(2), LinkId(0), 5, 9, &mut ev),
+            HeartbeatVerdict::Stale
+        );
+        assert!(ev.is_empty());
+        assert_eq!(
+            lv.on_heartbeat(t(100), NodeId(2), LinkId(0), 6, 1, &mut ev),
+            HeartbeatVerdict::Fresh
+        );
+        assert_eq!(
+            ev,
+            vec![
+                LivenessEvent::PeerRestarted {
+                    node: NodeId(2),
+                    old: 5,
+                    new: 6
+                },
+                LivenessEvent::PeerDown(NodeId(2)),
+                LivenessEvent::PeerUp(NodeId(2)),
+            ]
+        );
+    }
+
+    #[test]
+    fn shift_hides_local_stall() {
+        let mut lv = Liveness::new(timing(), [NodeId(2)], 1, t(0)).unwrap();
+        let mut ev = vec![];
+        lv.on_heartbeat(t(0), NodeId(2), LinkId(0), 1, 1, &mut ev);
+        ev.clear();
+        lv.shift(t(1000), ms(1000));
+        lv.check(t(1000), &mut ev);
+        assert!(ev.is_empty(), "stall must not count as silence: {ev:?}");
+        lv.check(t(1500), &mut ev);
+        assert_eq!(ev.len(), 2);
+    }
+
+    #[test]
+    fn phi_detects_between_floor_and_deadtime() {
+        let tm = Timing {
+            detector: DetectorKind::PhiAccrual { threshold: 1.0 },
+            ..timing()
+        };
+        let mut lv = Liveness::new(tm, [NodeId(2)], 1, t(0)).unwrap();
+        let mut ev = vec![];
+        for i in 0..10u64 {
+            lv.on_heartbeat(t(i * 100), NodeId(2), LinkId(0), 1, i + 1, &mut ev);
+        }
+        // mean 100 ms, phi 1 => 230 ms, clamped up to the floor of 250 ms.
+        assert_eq!(lv.next_deadline(), Some(t(900 + 250)));
+        let tm = Timing {
+            detector: DetectorKind::PhiAccrual { threshold: 12.0 },
+            ..timing()
+        };
+        let mut lv = Liveness::new(tm, [NodeId(2)], 1, t(0)).unwrap();
+        for i in 0..10u64 {
+            lv.on_heartbeat(t(i * 100), NodeId(2), LinkId(0), 1, i + 1, &mut ev);
+        }
+        assert_eq!(
+            lv.next_deadline(),
+            Some(t(900 + 500)),
+            "deadtime is the upper bound"
+        );
+    }
+}

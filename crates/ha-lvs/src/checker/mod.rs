@@ -1,0 +1,136 @@
+//! Real-server health checking shared by every virtual service.
+//!
+//! One probe runs per distinct (endpoint, check) pair, however many virtual services use that
+//! real server: N services over M servers cost M probes, not N x M. The policy ([`Monitor`]) is
+//! a sans-IO state machine: probe results in, IPVS table edits out (quiesce to weight 0 or
+//! remove on failure, restore on recovery, fallback server while every real server is down,
+//! configuration reload as a minimal diff that keeps the state of unchanged probes). The
+//! [`driver`] runs the probes on tokio from one task with a deadline heap ([`Schedule`]).
+
+pub mod driver;
+mod monitor;
+pub mod probe;
+mod schedule;
+
+pub use monitor::{Monitor, ProbeId, ProbeOutcome, Reconfigured};
+pub use schedule::Schedule;
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use crate::model::{Destination, Service};
+
+/// How a real server is probed.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub enum CheckKind {
+    /// TCP connect (ldirectord `connect`, keepalived TCP_CHECK).
+    Connect,
+    /// HTTP GET (ldirectord `negotiate` for http, keepalived HTTP_GET).
+    Http {
+        /// Request path, e.g. `/health`.
+        path: String,
+        /// Host header (default: the endpoint address).
+        host: Option<String>,
+        /// Expected status code.
+        expect_status: u16,
+        /// Substring the response body must contain (ldirectord `receive`).
+        expect_substring: Option<String>,
+    },
+    /// External program (keepalived MISC_CHECK, ldirectord `external`): exit 0 = up, 1 = down;
+    /// with `dynamic`, 2-255 = up with weight exit-2 (misc_dynamic). The endpoint is passed as
+    /// arguments appended after `args` (host, port) and as HA_LVS_HOST / HA_LVS_PORT.
+    Command {
+        /// Program to run.
+        program: PathBuf,
+        /// Arguments before host and port.
+        args: Vec<String>,
+        /// misc_dynamic semantics.
+        dynamic: bool,
+    },
+    /// Never probed, always up (ldirectord `on`).
+    AlwaysUp,
+    /// Never probed, always down (ldirectord `off`).
+    AlwaysDown,
+}
+
+/// A check with its timing.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct CheckSpec {
+    /// What to do.
+    pub kind: CheckKind,
+    /// Time between probe starts.
+    pub interval: Duration,
+    /// Time a probe may take.
+    pub timeout: Duration,
+    /// Consecutive successes to come back up.
+    pub rise: u32,
+    /// Consecutive failures to go down (ldirectord failurecount).
+    pub fall: u32,
+}
+
+impl CheckSpec {
+    /// A check with ldirectord-like defaults: 10 s interval, 5 s timeout, rise 1, fall 1.
+    pub fn new(kind: CheckKind) -> Self {
+        CheckSpec {
+            kind,
+            interval: Duration::from_secs(10),
+            timeout: Duration::from_secs(5),
+            rise: 1,
+            fall: 1,
+        }
+    }
+}
+
+/// The identity of a shared probe: where and how.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct ProbeKey {
+    /// Endpoint probed.
+    pub target: SocketAddr,
+    /// Check.
+    pub spec: CheckSpec,
+}
+
+/// What happens to a failed real server.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum FailureAction {
+    /// Keep it with weight 0: no new connections, existing ones continue (ldirectord default).
+    #[default]
+    Quiesce,
+    /// Remove it from the service.
+    Remove,
+}
+
+/// A real server under monitoring.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MonitoredReal {
+    /// The destination with its healthy weight.
+    pub dest: Destination,
+    /// Check; `None` means not checked (always up).
+    pub check: Option<CheckSpec>,
+    /// Where to probe (default: the destination address; needed for fwmark services whose
+    /// real servers have port 0).
+    pub check_addr: Option<SocketAddr>,
+}
+
+/// A virtual service under monitoring.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MonitoredService {
+    /// The service.
+    pub service: Service,
+    /// Its real servers.
+    pub reals: Vec<MonitoredReal>,
+    /// Sorry server, present only while every real server is down.
+    pub fallback: Option<Destination>,
+    /// Quiesce or remove failed real servers.
+    pub on_failure: FailureAction,
+}
+
+/// Everything the monitor watches.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct MonitorConfig {
+    /// Services.
+    pub services: Vec<MonitoredService>,
+    /// Whether a new probe starts as up (keepalived's default) or down (`alpha` mode).
+    pub start_down: bool,
+}

@@ -1,0 +1,219 @@
+//! The probes themselves: TCP connect, HTTP GET, external command. Each is one async call
+//! bounded by the check's timeout.
+
+use std::net::SocketAddr;
+use std::process::Stdio;
+use std::time::Duration;
+
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+
+use super::{CheckKind, ProbeKey, ProbeOutcome};
+
+/// Most bytes of an HTTP response read for matching.
+const HTTP_READ_LIMIT: usize = 64 * 1024;
+
+/// Run one probe to completion (never longer than its timeout).
+pub async fn run_probe(key: &ProbeKey) -> ProbeOutcome {
+    let t = key.spec.timeout;
+    let target = key.target;
+    let fut = async {
+        match &key.spec.kind {
+            CheckKind::Connect => connect(target).await.map(|_| ProbeOutcome::Up),
+            CheckKind::Http {
+                path,
+                host,
+                expect_status,
+                expect_substring,
+            } => {
+                http(
+                    target,
+                    path,
+                    host.as_deref(),
+                    *expect_status,
+                    expect_substring.as_deref(),
+                )
+                .await
+            }
+            CheckKind::Command {
+                program,
+                args,
+                dynamic,
+            } => command(target, program, args, *dynamic, t).await,
+            CheckKind::AlwaysUp => Ok(ProbeOutcome::Up),
+            CheckKind::AlwaysDown => Err("check type off".to_string()),
+        }
+    };
+    match tokio::time::timeout(t, fut).await {
+        Ok(Ok(o)) => o,
+        Ok(Err(reason)) => ProbeOutcome::Down(reason),
+        Err(_) => ProbeOutcome::Down(format!("no answer within {}", fmt_dur(t))),
+    }
+}
+
+fn fmt_dur(d: Duration) -> String {
+    format!("{} ms", d.as_millis())
+}
+
+async fn connect(target: SocketAddr) -> Result<TcpStream, String> {
+    TcpStream::connect(target)
+        .await
+        .map_err(|e| format!("connect {target}: {e}"))
+}
+
+/// Status code from an HTTP status line.
+pub fn parse_status(response: &[u8]) -> Option<u16> {
+    let line_end = response
+        .windows(2)
+        .position(|w| w == b"\r\n")
+        .unwrap_or(response.len());
+    let line = std::str::from_utf8(response.get(..line_end)?).ok()?;
+    let mut parts = line.split_whitespace();
+    let proto = parts.next()?;
+    if !proto.starts_with("HTTP/") {
+        return None;
+    }
+    parts.next()?.parse().ok()
+}
+
+fn body(response: &[u8]) -> &[u8] {
+    match response.windows(4).position(|w| w == b"\r\n\r\n") {
+        Some(p) => &response[p + 4..],
+        None => &[],
+    }
+}
+
+fn contains(hay: &[u8], needle: &[u8]) -> bool {
+    needle.is_empty() || hay.windows(needle.len()).any(|w| w == needle)
+}
+
+async fn http(
+    target: SocketAddr,
+    path: &str,
+    host: Option<&str>,
+    expect_status: u16,
+    expect: Option<&str>,
+) -> Result<ProbeOutcome, String> {
+    let mut s = connect(target).await?;
+    let host = host.map(str::to_string).unwrap_or_else(|| match target {
+        SocketAddr::V4(a) => a.to_string(),
+        SocketAddr::V6(a) => format!("[{}]:{}", a.ip(), a.port()),
+    });
+    // HTTP/1.0 so the body is never chunked and the server closes when done.
+    let req = format!(
+        "GET {path} HTTP/1.0\r\nHost: {host}\r\nUser-Agent: ha-lvs-checker\r\nConnection: close\r\n\r\n"
+    );
+    s.write_all(req.as_bytes())
+        .await
+        .map_err(|e| format!("send request to {target}: {e}"))?;
+    let mut buf = Vec::with_capacity(4096);
+    let mut chunk = [0u8; 4096];
+    loop {
+        let n = s
+            .read(&mut chunk)
+            .await
+            .map_err(|e| format!("read from {target}: {e}"))?;
+        if n == 0 {
+            break;
+        }
+        buf.extend_from_slice(&chunk[..n]);
+        if buf.len() >= HTTP_READ_LIMIT {
+            break;
+        }
+        // Stop early once the status line rules the response out or the text was found.
+        if let Some(code) = parse_status(&buf)
+            && (code != expect_status || expect.is_some_and(|e| contains(body(&buf), e.as_bytes())))
+        {
+            break;
+        }
+    }
+    match parse_status(&buf) {
+        None => Err(format!("no HTTP status line from {target}")),
+        Some(code) if code != expect_status => Err(format!(
+            "HTTP status {code} from {target}, expected {expect_status}"
+        )),
+        Some(_) => match expect {
+            Some(e) if !contains(body(&buf), e.as_bytes()) => {
+                Err(format!("response of {target} lacks {e:?}"))
+            }
+            _ => Ok(ProbeOutcome::Up),
+        },
+    }
+}
+
+/// keepalived MISC_CHECK exit status semantics.
+pub fn exit_status_outcome(code: Option<i32>, dynamic: bool) -> ProbeOutcome {
+    match code {
+        Some(0) => ProbeOutcome::Up,
+        Some(c) if dynamic && (2..=255).contains(&c) => ProbeOutcome::UpWithWeight((c - 2) as u32),
+        Some(c) => ProbeOutcome::Down(format!("check command exited with {c}")),
+        None => ProbeOutcome::Down("check command killed by a signal".into()),
+    }
+}
+
+async fn command(
+    target: SocketAddr,
+    program: &std::path::Path,
+    args: &[String],
+    dynamic: bool,
+    timeout: Duration,
+) -> Result<ProbeOutcome, String> {
+    let mut child = tokio::process::Command::new(program)
+        .args(args)
+        .arg(target.ip().to_string())
+        .arg(target.port().to_string())
+        .env("HA_LVS_HOST", target.ip().to_string())
+        .env("HA_LVS_PORT", target.port().to_string())
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .kill_on_drop(true)
+        .spawn()
+        .map_err(|e| format!("run {}: {e}", program.display()))?;
+    match tokio::time::timeout(timeout, child.wait()).await {
+        Ok(Ok(st)) => Ok(exit_status_outcome(st.code(), dynamic)),
+        Ok(Err(e)) => Err(format!("wait for {}: {e}", program.display())),
+        Err(_) => {
+            let _ = child.kill().await;
+            Err(format!(
+                "{} did not finish within {}",
+                program.display(),
+                fmt_dur(timeout)
+            ))
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn status_and_exit_codes() {
+        assert_eq!(parse_status(b"HTTP/1.1 200 OK\r\n\r\nhi"), Some(200));
+        assert_eq!(parse_status(b"HTTP/1.0 503 Busy\r\n"), Some(503));
+        assert_eq!(parse_status(b"SSH-2.0\r\n"), None);
+        assert_eq!(parse_status(b""), None);
+        assert_eq!(exit_status_outcome(Some(0), false), ProbeOutcome::Up);
+        assert!(matches!(
+            exit_status_outcome(Some(1), true),
+            ProbeOutcome::Down(_)
+        ));
+        assert!(matches!(
+            exit_status_outcome(Some(5), false),
+            ProbeOutcome::Down(_)
+        ));
+        assert_eq!(
+            exit_status_outcome(Some(5), true),
+            ProbeOutcome::UpWithWeight(3)
+        );
+        assert_eq!(
+            exit_status_outcome(Some(2), true),
+            ProbeOutcome::UpWithWeight(0)
+        );
+        assert!(matches!(
+            exit_status_outcome(None, true),
+            ProbeOutcome::Down(_)
+        ));
+    }
+}

@@ -1,0 +1,639 @@
+//! Import of ldirectord.cf into a [`MonitorConfig`].
+//!
+//! Supported: global `checktimeout`, `negotiatetimeout`, `connecttimeout`, `checkinterval`,
+//! `failurecount`, `fallback`, `autoreload`, `quiescent`; `virtual = ADDR:PORT | FWMARK` blocks
+//! (indented lines) with `real = ADDR[->ADDR][:PORT] gate|masq|ipip [WEIGHT] ["REQUEST" "RECEIVE"]`,
+//! `fallback`, `scheduler`, `protocol`, `persistent`, `netmask`, `checktype`, `checkcommand`,
+//! `checkport`, `service`, `request`, `receive`, `virtualhost`, `checkinterval`, `checktimeout`,
+//! `negotiatetimeout`, `connecttimeout`, `failurecount`, `quiescent`. Directives only about
+//! logging, mail or process handling are accepted and ignored; anything else is an error with
+//! `file:line`.
+
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::time::Duration;
+
+use crate::checker::{
+    CheckKind, CheckSpec, FailureAction, MonitorConfig, MonitoredReal, MonitoredService,
+};
+use crate::error::{Error, Result};
+use crate::model::*;
+
+/// An imported ldirectord configuration.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LdirectordConfig {
+    /// What to monitor.
+    pub monitor: MonitorConfig,
+    /// `autoreload = yes`: reload the file when it changes.
+    pub autoreload: bool,
+    /// Things imported approximately (e.g. negotiate checks of protocols other than HTTP,
+    /// which become TCP connect checks).
+    pub warnings: Vec<String>,
+}
+
+const IGNORED: &[&str] = &[
+    "logfile",
+    "callback",
+    "execute",
+    "supervised",
+    "emailalert",
+    "emailalertfreq",
+    "emailalertstatus",
+    "emailalertfrom",
+    "cleanstop",
+    "smtp",
+    "maintenancedir",
+    "fork",
+    "readdquiescent",
+    "monitorfile",
+    "httpmethod",
+    "login",
+    "passwd",
+    "database",
+    "secret",
+    "cleanstop",
+];
+
+#[derive(Debug, Clone, Default)]
+struct Opts {
+    checktimeout: Option<u64>,
+    negotiatetimeout: Option<u64>,
+    connecttimeout: Option<u64>,
+    checkinterval: Option<u64>,
+    failurecount: Option<u32>,
+    quiescent: Option<bool>,
+    fallback: Option<(String, usize)>,
+}
+
+#[derive(Debug, Default)]
+struct Virtual {
+    line: usize,
+    addr: String,
+    reals: Vec<(usize, Vec<String>)>,
+    opts: Opts,
+    scheduler: Option<String>,
+    protocol: Option<String>,
+    persistent: Option<u32>,
+    netmask: Option<String>,
+    checktype: Option<String>,
+    checkcommand: Option<String>,
+    checkport: Option<u16>,
+    service: Option<String>,
+    request: Option<String>,
+    receive: Option<String>,
+    virtualhost: Option<String>,
+}
+
+/// Split a value into words; double quotes group words and are removed.
+fn words(s: &str) -> std::result::Result<Vec<String>, String> {
+    let mut out = Vec::new();
+    let mut cur = String::new();
+    let mut quoted = false;
+    let mut has = false;
+    for c in s.chars() {
+        match c {
+            '"' => {
+                quoted = !quoted;
+                has = true;
+            }
+            c if c.is_whitespace() && !quoted => {
+                if has {
+                    out.push(std::mem::take(&mut cur));
+                    has = false;
+                }
+            }
+            c => {
+                cur.push(c);
+                has = true;
+            }
+        }
+    }
+    if quoted {
+        return Err("unterminated quote".into());
+    }
+    if has {
+        out.push(cur);
+    }
+    Ok(out)
+}
+
+fn yes_no(v: &str) -> std::result::Result<bool, String> {
+    match v.to_ascii_lowercase().as_str() {
+        "yes" | "on" | "true" | "1" => Ok(true),
+        "no" | "off" | "false" | "0" => Ok(false),
+        _ => Err(format!("expected yes or no, got {v:?}")),
+    }
+}
+
+fn number<T: std::str::FromStr>(k: &str, v: &str) -> std::result::Result<T, String> {
+    v.parse().map_err(|_| format!("{k}: invalid number {v:?}"))
+}
+
+fn split_host_port(s: &str) -> std::result::Result<(String, Option<u16>), String> {
+    if let Some(rest) = s.strip_prefix('[') {
+        let (h, after) = rest
+            .split_once(']')
+            .ok_or_else(|| format!("missing ']' in {s:?}"))?;
+        let port = match after.strip_prefix(':') {
+            Some(p) => Some(number("port", p)?),
+            None if after.is_empty() => None,
+            None => return Err(format!("bad address {s:?}")),
+        };
+        return Ok((h.to_string(), port));
+    }
+    match s.rsplit_once(':') {
+        Some((h, p)) if !h.contains(':') => Ok((h.to_string(), Some(number("port", p)?))),
+        _ => Ok((s.to_string(), None)),
+    }
+}
+
+fn ip(s: &str) -> std::result::Result<IpAddr, String> {
+    s.parse()
+        .map_err(|_| format!("invalid address {s:?} (numeric addresses only)"))
+}
+
+fn apply_common(o: &mut Opts, k: &str, v: &str, line: usize) -> std::result::Result<bool, String> {
+    match k {
+        "checktimeout" => o.checktimeout = Some(number(k, v)?),
+        "negotiatetimeout" => o.negotiatetimeout = Some(number(k, v)?),
+        "connecttimeout" => o.connecttimeout = Some(number(k, v)?),
+        "checkinterval" => o.checkinterval = Some(number(k, v)?),
+        "failurecount" => o.failurecount = Some(number(k, v)?),
+        "quiescent" => o.quiescent = Some(yes_no(v)?),
+        "fallback" => o.fallback = Some((v.to_string(), line)),
+        _ => return Ok(false),
+    }
+    Ok(true)
+}
+
+fn forward(method: &str) -> std::result::Result<Forward, String> {
+    match method {
+        "gate" => Ok(Forward::Route),
+        "masq" => Ok(Forward::Masq),
+        "ipip" => Ok(Forward::Tunnel(Tunnel::default())),
+        m => Err(format!(
+            "unknown forwarding method {m:?} (gate, masq or ipip)"
+        )),
+    }
+}
+
+/// Parse ldirectord.cf text; errors name `source_name:line`.
+pub fn parse_ldirectord(text: &str, source_name: &str) -> Result<LdirectordConfig> {
+    let perr = |line: usize, message: String| Error::Parse {
+        source_name: source_name.to_string(),
+        line,
+        message,
+    };
+    let mut global = Opts::default();
+    let mut autoreload = false;
+    let mut virtuals: Vec<Virtual> = Vec::new();
+    for (i, raw) in text.lines().enumerate() {
+        let line = i + 1;
+        let content = match raw.find('#') {
+            // '#' inside quotes is content (receive strings); only strip unquoted comments.
+            Some(p) if raw[..p].matches('"').count() % 2 == 0 => &raw[..p],
+            _ => raw,
+        };
+        if content.trim().is_empty() {
+            continue;
+        }
+        let indented = content.starts_with(' ') || content.starts_with('\t');
+        let (k, v) = content
+            .trim()
+            .split_once('=')
+            .map(|(k, v)| (k.trim().to_ascii_lowercase(), v.trim().to_string()))
+            .ok_or_else(|| {
+                perr(
+                    line,
+                    format!("expected key = value, got {:?}", content.trim()),
+                )
+            })?;
+        if k == "virtual" {
+            virtuals.push(Virtual {
+                line,
+                addr: v,
+                ..Default::default()
+            });
+            continue;
+        }
+        if indented && let Some(vs) = virtuals.last_mut() {
+            let r = (|| -> std::result::Result<(), String> {
+                if apply_common(&mut vs.opts, &k, &v, line)? {
+                    return Ok(());
+                }
+                let one = || -> std::result::Result<String, String> {
+                    let w = words(&v)?;
+                    w.into_iter()
+                        .next()
+                        .ok_or_else(|| format!("{k} needs a value"))
+                };
+                match k.as_str() {
+                    "real" => vs.reals.push((line, words(&v)?)),
+                    "scheduler" => vs.scheduler = Some(v.clone()),
+                    "protocol" => vs.protocol = Some(v.to_ascii_lowercase()),
+                    "persistent" => vs.persistent = Some(number(&k, &v)?),
+                    "netmask" => vs.netmask = Some(v.clone()),
+                    "checktype" => vs.checktype = Some(v.to_ascii_lowercase()),
+                    "checkcommand" => vs.checkcommand = Some(one()?),
+                    "checkport" => vs.checkport = Some(number(&k, &v)?),
+                    "service" => vs.service = Some(v.to_ascii_lowercase()),
+                    "request" => vs.request = Some(one()?),
+                    "receive" => vs.receive = Some(one()?),
+                    "virtualhost" => vs.virtualhost = Some(one()?),
+                    k if IGNORED.contains(&k) => {}
+                    k => return Err(format!("unknown directive {k:?} in a virtual block")),
+                }
+                Ok(())
+            })();
+            r.map_err(|m| perr(line, m))?;
+            continue;
+        }
+        let r = (|| -> std::result::Result<(), String> {
+            if apply_common(&mut global, &k, &v, line)? {
+                return Ok(());
+            }
+            match k.as_str() {
+                "autoreload" => autoreload = yes_no(&v)?,
+                k if IGNORED.contains(&k) => {}
+                "real" => {
+                    return Err("real outside a virtual block (indent it under virtual=)".into());
+                }
+                k => return Err(format!("unknown directive {k:?}")),
+            }
+            Ok(())
+        })();
+        r.map_err(|m| perr(line, m))?;
+    }
+    let mut warnings = Vec::new();
+    let mut services = Vec::new();
+    for vs in &virtuals {
+        services.push(build_virtual(vs, &global, &mut warnings).map_err(|(l, m)| perr(l, m))?);
+    }
+    Ok(LdirectordConfig {
+        monitor: MonitorConfig {
+            services,
+            start_down: false,
+        },
+        autoreload,
+        warnings,
+    })
+}
+
+fn service_for_port(port: u16) -> Option<&'static str> {
+    match port {
+        80 | 8080 => Some("http"),
+        443 => Some("https"),
+        21 => Some("ftp"),
+        25 => Some("smtp"),
+        53 => Some("dns"),
+        _ => None,
+    }
+}
+
+fn build_virtual(
+    vs: &Virtual,
+    g: &Opts,
+    warnings: &mut Vec<String>,
+) -> std::result::Result<MonitoredService, (usize, String)> {
+    let at = |m: String| (vs.line, m);
+    let o = |f: fn(&Opts) -> Option<u64>| f(&vs.opts).or(f(g));
+    let protocol = match vs.protocol.as_deref() {
+        None | Some("tcp") => Protocol::Tcp,
+        Some("udp") => Protocol::Udp,
+        Some("sctp") => Protocol::Sctp,
+        Some("fwm") => Protocol::Tcp,
+        Some(p) => return Err(at(format!("unknown protocol {p:?} (tcp, udp, sctp, fwm)"))),
+    };
+    let key = if vs.addr.bytes().all(|b| b.is_ascii_digit()) {
+        let mark: u32 = number("virtual", &vs.addr).map_err(at)?;
+        ServiceKey::Fwmark {
+            mark,
+            family: Family::V4,
+        }
+    } else {
+        let (h, p) = split_host_port(&vs.addr).map_err(at)?;
+        let addr = SocketAddr::new(ip(&h).map_err(at)?, p.unwrap_or(0));
+        ServiceKey::Addr { protocol, addr }
+    };
+    let scheduler: Scheduler = vs
+        .scheduler
+        .as_deref()
+        .unwrap_or("wrr")
+        .parse()
+        .map_err(|e: Error| at(e.to_string()))?;
+    let mut service = Service::new(key, scheduler);
+    if let Some(t) = vs.persistent {
+        let netmask = match (&vs.netmask, key.family()) {
+            (None, f) => Netmask::host(f),
+            (Some(m), Family::V4) => Netmask::V4(
+                m.parse::<Ipv4Addr>()
+                    .map_err(|_| at(format!("invalid netmask {m:?}")))?,
+            ),
+            (Some(m), Family::V6) => Netmask::V6(number("netmask", m).map_err(at)?),
+        };
+        service.persistence = Some(Persistence {
+            timeout: t,
+            netmask,
+        });
+    }
+    let svc_port = key.port();
+    let svc_name = vs
+        .service
+        .clone()
+        .or_else(|| service_for_port(svc_port).map(str::to_string));
+    let checktype = vs.checktype.clone().unwrap_or_else(|| "negotiate".into());
+    let interval = Duration::from_secs(o(|x| x.checkinterval).unwrap_or(10));
+    let fall = vs.opts.failurecount.or(g.failurecount).unwrap_or(1);
+    let connect_timeout = o(|x| x.checktimeout)
+        .or(o(|x| x.connecttimeout))
+        .unwrap_or(5);
+    let negotiate_timeout = o(|x| x.checktimeout)
+        .or(o(|x| x.negotiatetimeout))
+        .unwrap_or(30);
+    let on_failure = if vs.opts.quiescent.or(g.quiescent).unwrap_or(true) {
+        FailureAction::Quiesce
+    } else {
+        FailureAction::Remove
+    };
+    let http = |request: Option<&str>, receive: Option<&str>| {
+        let mut path = request.or(vs.request.as_deref()).unwrap_or("/").to_string();
+        if !path.starts_with('/') {
+            path.insert(0, '/');
+        }
+        CheckKind::Http {
+            path,
+            host: vs.virtualhost.clone(),
+            expect_status: 200,
+            expect_substring: receive.or(vs.receive.as_deref()).map(str::to_string),
+        }
+    };
+    let spec_for = |request: Option<&str>,
+                    receive: Option<&str>,
+                    warnings: &mut Vec<String>|
+     -> std::result::Result<Option<CheckSpec>, String> {
+        let (kind, timeout) = match checktype.as_str() {
+            "connect" => (CheckKind::Connect, connect_timeout),
+            "negotiate" => match svc_name.as_deref() {
+                Some("http") => (http(request, receive), negotiate_timeout),
+                other => {
+                    warnings.push(format!(
+                        "virtual {} (line {}): negotiate check for service {:?} imported as a TCP connect check",
+                        vs.addr, vs.line, other.unwrap_or("unknown")
+                    ));
+                    (CheckKind::Connect, connect_timeout)
+                }
+            },
+            "external" | "external-perl" => {
+                let program = vs
+                    .checkcommand
+                    .clone()
+                    .ok_or("checktype external needs checkcommand")?;
+                (
+                    CheckKind::Command {
+                        program: program.into(),
+                        args: Vec::new(),
+                        dynamic: false,
+                    },
+                    negotiate_timeout,
+                )
+            }
+            "on" => (CheckKind::AlwaysUp, connect_timeout),
+            "off" => (CheckKind::AlwaysDown, connect_timeout),
+            "ping" => {
+                warnings.push(format!(
+                    "virtual {} (line {}): ping check imported as a TCP connect check",
+                    vs.addr, vs.line
+                ));
+                (CheckKind::Connect, connect_timeout)
+            }
+            n if n.bytes().all(|b| b.is_ascii_digit()) => match svc_name.as_deref() {
+                Some("http") => (http(request, receive), negotiate_timeout),
+                _ => (CheckKind::Connect, connect_timeout),
+            },
+            t => return Err(format!("unknown checktype {t:?}")),
+        };
+        Ok(Some(CheckSpec {
+            kind,
+            interval,
+            timeout: Duration::from_secs(timeout),
+            rise: 1,
+            fall,
+        }))
+    };
+    let mut reals = Vec::new();
+    for (line, w) in &vs.reals {
+        let rerr = |m: String| (*line, m);
+        let spec_addr = w
+            .first()
+            .ok_or_else(|| rerr("real needs an address".into()))?;
+        let method = w.get(1).map(String::as_str).unwrap_or("gate");
+        let fwd = forward(method).map_err(rerr)?;
+        let weight: u32 = match w.get(2) {
+            Some(x) => number("weight", x).map_err(rerr)?,
+            None => 1,
+        };
+        let (request, receive) = (w.get(3).map(String::as_str), w.get(4).map(String::as_str));
+        let (hosts, port) = match spec_addr.split_once("->") {
+            Some((a, b)) => {
+                let (b, port) = split_host_port(b).map_err(rerr)?;
+                let (a, b) = (ip(a).map_err(rerr)?, ip(&b).map_err(rerr)?);
+                let (IpAddr::V4(a), IpAddr::V4(b)) = (a, b) else {
+                    return Err(rerr("address ranges are IPv4 only".into()));
+                };
+                let (a, b) = (u32::from(a), u32::from(b));
+                if b < a || b - a > 1024 {
+                    return Err(rerr(
+                        "bad address range (end before start or more than 1024 addresses)".into(),
+                    ));
+                }
+                (
+                    (a..=b)
+                        .map(|x| IpAddr::V4(Ipv4Addr::from(x)))
+                        .collect::<Vec<_>>(),
+                    port,
+                )
+            }
+            None => {
+                let (h, port) = split_host_port(spec_addr).map_err(rerr)?;
+                (vec![ip(&h).map_err(rerr)?], port)
+            }
+        };
+        let port = port.unwrap_or(svc_port);
+        let check = spec_for(request, receive, warnings).map_err(rerr)?;
+        for h in hosts {
+            let dest = Destination {
+                addr: SocketAddr::new(h, port),
+                forward: fwd,
+                weight,
+                u_thresh: 0,
+                l_thresh: 0,
+            };
+            let check_port = vs.checkport.unwrap_or(port);
+            reals.push(MonitoredReal {
+                dest,
+                check: check.clone(),
+                check_addr: (check_port != port).then(|| SocketAddr::new(h, check_port)),
+            });
+        }
+    }
+    let fallback = match vs.opts.fallback.as_ref().or(g.fallback.as_ref()) {
+        None => None,
+        Some((f, line)) => {
+            let ferr = |m: String| (*line, m);
+            let w = words(f).map_err(ferr)?;
+            let (h, p) = split_host_port(
+                w.first()
+                    .ok_or_else(|| ferr("fallback needs an address".into()))?,
+            )
+            .map_err(ferr)?;
+            let fwd = forward(w.get(1).map(String::as_str).unwrap_or("gate")).map_err(ferr)?;
+            Some(Destination::new(
+                SocketAddr::new(ip(&h).map_err(ferr)?, p.unwrap_or(svc_port)),
+                fwd,
+            ))
+        }
+    };
+    Ok(MonitoredService {
+        service,
+        reals,
+        fallback,
+        on_failure,
+    })
+}
+
+/// Identity of a file's content for change detection (modification time and length).
+fn stamp(path: &std::path::Path) -> Option<(std::time::SystemTime, u64)> {
+    let m = std::fs::metadata(path).ok()?;
+    Some((m.modified().ok()?, m.len()))
+}
+
+/// ldirectord's `autoreload`: poll `path` every `poll` and hand a changed, valid configuration
+/// to the checker (which applies it as a minimal diff, keeping the state of unchanged probes).
+/// A file that fails to parse is logged and ignored; the running configuration stays.
+/// Returns when the checker has stopped.
+pub async fn watch_and_reload(
+    path: std::path::PathBuf,
+    checker: &crate::checker::driver::Checker,
+    poll: Duration,
+) {
+    let mut last = stamp(&path);
+    loop {
+        tokio::time::sleep(poll).await;
+        let now = stamp(&path);
+        if now == last {
+            continue;
+        }
+        last = now;
+        let text = match std::fs::read_to_string(&path) {
+            Ok(t) => t,
+            Err(e) => {
+                tracing::warn!(path = %path.display(), %e, "cannot read configuration; keeping the running one");
+                continue;
+            }
+        };
+        match parse_ldirectord(&text, &path.display().to_string()) {
+            Ok(cfg) => match checker.reload(cfg.monitor).await {
+                Ok(n) => {
+                    tracing::info!(path = %path.display(), changes = n, "configuration reloaded")
+                }
+                Err(_) => return,
+            },
+            Err(e) => tracing::error!(%e, "invalid configuration; keeping the running one"),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const CF: &str = r#"
+# Global Directives
+checktimeout=3
+checkinterval=1
+autoreload=yes
+logfile="/var/log/ldirectord.log"
+quiescent=yes
+fallback=127.0.0.1:80
+
+virtual=192.168.6.240:80
+	real=192.168.6.2:80 gate
+	real=192.168.6.3:80 masq 5
+	real=192.168.6.4->192.168.6.5:8080 ipip 2
+	service=http
+	request="index.html"
+	receive="Test Page"
+	virtualhost=some.domain.com.au
+	scheduler=rr
+	persistent=600
+	netmask=255.255.255.0
+	protocol=tcp
+	checktype=negotiate
+
+virtual=1
+	real=10.0.0.5 gate
+	checktype=connect
+	checkport=22
+	quiescent=no
+	fallback=10.0.0.99:80 masq
+"#;
+
+    #[test]
+    fn imports_a_typical_file() {
+        let c = parse_ldirectord(CF, "ldirectord.cf").unwrap();
+        assert!(c.autoreload);
+        let s = &c.monitor.services;
+        assert_eq!(s.len(), 2);
+        let a = &s[0];
+        assert_eq!(a.service.scheduler, Scheduler::Rr);
+        assert_eq!(a.service.persistence.unwrap().timeout, 600);
+        assert_eq!(a.reals.len(), 4);
+        assert_eq!(a.reals[1].dest.forward, Forward::Masq);
+        assert_eq!(a.reals[1].dest.weight, 5);
+        assert_eq!(a.reals[3].dest.addr, "192.168.6.5:8080".parse().unwrap());
+        let spec = a.reals[0].check.as_ref().unwrap();
+        assert_eq!(spec.interval, Duration::from_secs(1));
+        assert_eq!(spec.timeout, Duration::from_secs(3));
+        assert_eq!(
+            spec.kind,
+            CheckKind::Http {
+                path: "/index.html".into(),
+                host: Some("some.domain.com.au".into()),
+                expect_status: 200,
+                expect_substring: Some("Test Page".into())
+            }
+        );
+        assert_eq!(a.fallback.unwrap().addr, "127.0.0.1:80".parse().unwrap());
+        assert_eq!(a.on_failure, FailureAction::Quiesce);
+        let b = &s[1];
+        assert_eq!(
+            b.service.key,
+            ServiceKey::Fwmark {
+                mark: 1,
+                family: Family::V4
+            }
+        );
+        assert_eq!(b.on_failure, FailureAction::Remove);
+        assert_eq!(b.reals[0].check_addr, Some("10.0.0.5:22".parse().unwrap()));
+        assert_eq!(b.fallback.unwrap().forward, Forward::Masq);
+    }
+
+    #[test]
+    fn errors_carry_file_and_line() {
+        let e = parse_ldirectord("virtual=10.0.0.1:80\n\treal=10.0.0.2:80 bridge\n", "x.cf")
+            .unwrap_err();
+        assert!(e.to_string().starts_with("x.cf:2: "), "{e}");
+        let e = parse_ldirectord("checkinterval=1\nbogus=3\n", "x.cf").unwrap_err();
+        assert!(
+            e.to_string().starts_with("x.cf:2: unknown directive"),
+            "{e}"
+        );
+        let e = parse_ldirectord(
+            "virtual=10.0.0.1:80\n\tchecktype=bogus\n\treal=10.0.0.2\n",
+            "y.cf",
+        )
+        .unwrap_err();
+        assert!(e.to_string().starts_with("y.cf:3: "), "{e}");
+        let e = parse_ldirectord("virtual=host.example:80\n", "z.cf").unwrap_err();
+        assert!(e.to_string().starts_with("z.cf:1: "), "{e}");
+    }
+}

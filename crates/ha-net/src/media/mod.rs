@@ -1,0 +1,249 @@
+//! Heartbeat media: the redundant links frames travel on.
+//!
+//! Every medium sends every frame (redundancy: one surviving link keeps the cluster whole) and
+//! reports each received frame with its [`LinkId`], so ha-core tracks liveness per link.
+//! Link ids are the positions of the media in the model's `links`.
+
+pub mod stream;
+pub mod udp;
+
+use std::net::IpAddr;
+
+use bytes::{Bytes, BytesMut};
+use ha_core::LinkId;
+use ha_core::model::{LinkSpec, Medium};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio::sync::mpsc;
+use tokio::task::JoinHandle;
+
+use crate::{Error, Result};
+pub use stream::FdStream;
+pub use udp::{DEFAULT_PORT, UdpConfig, UdpLink, UdpMode};
+
+/// A frame as received, with the link it came on.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Inbound {
+    /// The medium.
+    pub link: LinkId,
+    /// The frame bytes (not yet authenticated).
+    pub frame: Bytes,
+}
+
+#[derive(Debug)]
+enum LinkTx {
+    Udp(UdpLink),
+    Stream(mpsc::Sender<Bytes>),
+}
+
+/// The open media of a node.
+#[derive(Debug, Default)]
+pub struct Media {
+    links: Vec<(String, LinkTx)>,
+    tasks: Vec<JoinHandle<()>>,
+}
+
+impl Drop for Media {
+    fn drop(&mut self) {
+        for t in &self.tasks {
+            t.abort();
+        }
+    }
+}
+
+/// Translate a model medium into a UDP configuration (`None` for serial media).
+pub fn udp_config(medium: &Medium) -> Result<Option<UdpConfig>> {
+    Ok(Some(match medium {
+        Medium::Ucast {
+            interface,
+            peers,
+            port,
+        } => UdpConfig {
+            interface: interface.clone(),
+            port: *port,
+            bind: None,
+            mode: UdpMode::Unicast {
+                peers: peers
+                    .iter()
+                    .map(|p| udp::parse_peer(p, *port))
+                    .collect::<Result<_>>()?,
+            },
+        },
+        Medium::Mcast {
+            interface,
+            group,
+            port,
+            ttl,
+            r#loop,
+        } => UdpConfig {
+            interface: interface.clone(),
+            port: *port,
+            bind: None,
+            mode: UdpMode::Multicast {
+                group: group.parse::<IpAddr>().map_err(|_| {
+                    Error::Config(format!("multicast group `{group}` is not an IP address"))
+                })?,
+                ttl: *ttl,
+                r#loop: *r#loop,
+            },
+        },
+        Medium::Bcast { interface, port } => UdpConfig {
+            interface: interface.clone(),
+            port: *port,
+            bind: None,
+            mode: UdpMode::Broadcast,
+        },
+        Medium::Serial { .. } => return Ok(None),
+    }))
+}
+
+impl Media {
+    /// No media yet.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Open every medium of the model in order (link ids follow the order). Needs a tokio
+    /// runtime; received frames go to `inbound`.
+    pub fn open(links: &[LinkSpec], inbound: &mpsc::Sender<Inbound>) -> Result<Media> {
+        let mut m = Media::new();
+        for l in links {
+            match &l.medium {
+                Medium::Serial { device, baud } => {
+                    let s = FdStream::open_serial(device, *baud)?;
+                    m.add_stream(&l.name, s, inbound.clone())?;
+                }
+                other => {
+                    let Some(cfg) = udp_config(other)? else {
+                        continue;
+                    };
+                    m.add_udp(&l.name, &cfg, inbound.clone())?;
+                }
+            }
+        }
+        Ok(m)
+    }
+
+    fn next_id(&self) -> Result<LinkId> {
+        u8::try_from(self.links.len())
+            .map(LinkId)
+            .map_err(|_| Error::Config("more than 256 heartbeat media".into()))
+    }
+
+    /// Add a UDP medium.
+    pub fn add_udp(
+        &mut self,
+        name: &str,
+        cfg: &UdpConfig,
+        inbound: mpsc::Sender<Inbound>,
+    ) -> Result<LinkId> {
+        let id = self.next_id()?;
+        let link = UdpLink::open(cfg)?;
+        let socket = link.socket.clone();
+        let label = name.to_owned();
+        self.tasks.push(tokio::spawn(async move {
+            let mut buf = vec![0u8; 65_536];
+            loop {
+                match socket.recv_from(&mut buf).await {
+                    Ok((n, _from)) => {
+                        let frame = Bytes::copy_from_slice(&buf[..n]);
+                        if inbound.send(Inbound { link: id, frame }).await.is_err() {
+                            return;
+                        }
+                    }
+                    Err(e) => {
+                        // ICMP errors (port unreachable) surface here; they are not fatal.
+                        tracing::debug!(link = %label, error = %e, "udp receive error");
+                    }
+                }
+            }
+        }));
+        tracing::info!(link = %name, %id, interface = %cfg.interface, port = cfg.port, mode = ?cfg.mode, "udp medium open");
+        self.links.push((name.to_owned(), LinkTx::Udp(link)));
+        Ok(id)
+    }
+
+    /// Add a stream medium over any byte stream (serial line, pty, pipe pair, TCP).
+    pub fn add_stream<S>(
+        &mut self,
+        name: &str,
+        io: S,
+        inbound: mpsc::Sender<Inbound>,
+    ) -> Result<LinkId>
+    where
+        S: AsyncRead + AsyncWrite + Send + 'static,
+    {
+        let id = self.next_id()?;
+        let (mut rd, mut wr) = tokio::io::split(io);
+        let (tx, mut rx) = mpsc::channel::<Bytes>(64);
+        let label = name.to_owned();
+        self.tasks.push(tokio::spawn(async move {
+            let mut out = BytesMut::new();
+            while let Some(frame) = rx.recv().await {
+                out.clear();
+                if stream::encode(&frame, &mut out).is_err() {
+                    continue;
+                }
+                if let Err(e) = wr.write_all(&out).await {
+                    tracing::warn!(link = %label, error = %e, "stream medium write failed");
+                    return;
+                }
+                let _ = wr.flush().await;
+            }
+        }));
+        let label = name.to_owned();
+        self.tasks.push(tokio::spawn(async move {
+            let mut buf = BytesMut::with_capacity(4096);
+            loop {
+                while let Some(frame) = stream::extract(&mut buf) {
+                    if inbound.send(Inbound { link: id, frame }).await.is_err() {
+                        return;
+                    }
+                }
+                match rd.read_buf(&mut buf).await {
+                    Ok(0) => {
+                        tracing::warn!(link = %label, "stream medium closed");
+                        return;
+                    }
+                    Ok(_) => {}
+                    Err(e) => {
+                        tracing::warn!(link = %label, error = %e, "stream medium read failed");
+                        return;
+                    }
+                }
+            }
+        }));
+        tracing::info!(link = %name, %id, "stream medium open");
+        self.links.push((name.to_owned(), LinkTx::Stream(tx)));
+        Ok(id)
+    }
+
+    /// Number of media.
+    pub fn len(&self) -> usize {
+        self.links.len()
+    }
+
+    /// True without media.
+    pub fn is_empty(&self) -> bool {
+        self.links.is_empty()
+    }
+
+    /// Send `frame` on `link`, or on every link when `None`. Never blocks: a congested medium
+    /// drops the frame as a lossy link would.
+    pub fn send(&self, link: Option<LinkId>, frame: &Bytes) {
+        for (i, (name, tx)) in self.links.iter().enumerate() {
+            if link.is_some_and(|l| usize::from(l.0) != i) {
+                continue;
+            }
+            match tx {
+                LinkTx::Udp(u) => {
+                    u.send(frame);
+                }
+                LinkTx::Stream(s) => {
+                    if s.try_send(frame.clone()).is_err() {
+                        tracing::trace!(link = %name, "stream medium congested; frame dropped");
+                    }
+                }
+            }
+        }
+    }
+}

@@ -1,0 +1,177 @@
+//! UDP media: unicast to a list of peers, multicast, broadcast; each bound to one interface.
+
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
+use std::sync::Arc;
+
+use socket2::{Domain, InterfaceIndexOrAddress, Protocol, Socket, Type};
+use tokio::net::UdpSocket;
+
+use crate::{Error, Result};
+
+/// heartbeat's registered port.
+pub const DEFAULT_PORT: u16 = 694;
+
+/// How a UDP medium addresses its peers.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum UdpMode {
+    /// One datagram per peer address.
+    Unicast {
+        /// Peer socket addresses.
+        peers: Vec<SocketAddr>,
+    },
+    /// One datagram to a multicast group.
+    Multicast {
+        /// Group address.
+        group: IpAddr,
+        /// Hop limit.
+        ttl: u32,
+        /// Deliver our own datagrams back to us (the session ignores them).
+        r#loop: bool,
+    },
+    /// One datagram to the limited broadcast address.
+    Broadcast,
+}
+
+/// Parameters of a UDP medium.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct UdpConfig {
+    /// Interface to bind to (SO_BINDTODEVICE); empty for any.
+    pub interface: String,
+    /// Local port (also the destination port of multicast and broadcast).
+    pub port: u16,
+    /// Local address to bind; defaults to the unspecified address of the peers' family.
+    pub bind: Option<IpAddr>,
+    /// Addressing.
+    pub mode: UdpMode,
+}
+
+/// An open UDP medium.
+#[derive(Debug, Clone)]
+pub struct UdpLink {
+    pub(crate) socket: Arc<UdpSocket>,
+    pub(crate) dests: Vec<SocketAddr>,
+}
+
+/// Parse `IP:PORT`, `[IPv6]:PORT` or a bare `IP` (then `default_port`).
+pub fn parse_peer(s: &str, default_port: u16) -> Result<SocketAddr> {
+    if let Ok(a) = s.parse::<SocketAddr>() {
+        return Ok(a);
+    }
+    s.parse::<IpAddr>()
+        .map(|ip| SocketAddr::new(ip, default_port))
+        .map_err(|_| Error::Config(format!("peer `{s}` is not IP, IP:PORT or [IPv6]:PORT")))
+}
+
+fn ifindex(interface: &str) -> Result<u32> {
+    nix::net::if_::if_nametoindex(interface)
+        .map_err(|e| Error::io(format!("interface `{interface}`"), e.into()))
+}
+
+impl UdpLink {
+    /// Open the socket: bind to the interface and port, join the group, allow broadcast.
+    /// Needs a tokio runtime.
+    pub fn open(cfg: &UdpConfig) -> Result<UdpLink> {
+        let ctx = |what: &str| {
+            format!(
+                "udp medium on `{}` port {}: {what}",
+                cfg.interface, cfg.port
+            )
+        };
+        let v6 = match &cfg.mode {
+            UdpMode::Unicast { peers } => peers.first().is_some_and(SocketAddr::is_ipv6),
+            UdpMode::Multicast { group, .. } => group.is_ipv6(),
+            UdpMode::Broadcast => false,
+        };
+        let bind_ip = cfg.bind.unwrap_or(if v6 {
+            IpAddr::V6(Ipv6Addr::UNSPECIFIED)
+        } else {
+            IpAddr::V4(Ipv4Addr::UNSPECIFIED)
+        });
+        let bind = SocketAddr::new(bind_ip, cfg.port);
+        let s = Socket::new(Domain::for_address(bind), Type::DGRAM, Some(Protocol::UDP))
+            .map_err(|e| Error::io(ctx("socket"), e))?;
+        s.set_reuse_address(true)
+            .map_err(|e| Error::io(ctx("SO_REUSEADDR"), e))?;
+        if v6 {
+            s.set_only_v6(true)
+                .map_err(|e| Error::io(ctx("IPV6_V6ONLY"), e))?;
+        }
+        if !cfg.interface.is_empty() {
+            s.bind_device(Some(cfg.interface.as_bytes()))
+                .map_err(|e| Error::io(ctx("SO_BINDTODEVICE (needs CAP_NET_RAW)"), e))?;
+        }
+        let dests = match &cfg.mode {
+            UdpMode::Unicast { peers } => peers.clone(),
+            UdpMode::Broadcast => {
+                s.set_broadcast(true)
+                    .map_err(|e| Error::io(ctx("SO_BROADCAST"), e))?;
+                vec![SocketAddr::new(IpAddr::V4(Ipv4Addr::BROADCAST), cfg.port)]
+            }
+            UdpMode::Multicast { group, ttl, r#loop } => {
+                let index = if cfg.interface.is_empty() {
+                    0
+                } else {
+                    ifindex(&cfg.interface)?
+                };
+                match group {
+                    IpAddr::V4(g) => {
+                        s.join_multicast_v4_n(g, &InterfaceIndexOrAddress::Index(index))
+                            .map_err(|e| Error::io(ctx(&format!("join {g}")), e))?;
+                        // Only the groups this socket joined, not every group of the host.
+                        s.set_multicast_all_v4(false)
+                            .map_err(|e| Error::io(ctx("IP_MULTICAST_ALL"), e))?;
+                        s.set_multicast_ttl_v4(*ttl)
+                            .map_err(|e| Error::io(ctx("IP_MULTICAST_TTL"), e))?;
+                        s.set_multicast_loop_v4(*r#loop)
+                            .map_err(|e| Error::io(ctx("IP_MULTICAST_LOOP"), e))?;
+                    }
+                    IpAddr::V6(g) => {
+                        s.join_multicast_v6(g, index)
+                            .map_err(|e| Error::io(ctx(&format!("join {g}")), e))?;
+                        s.set_multicast_all_v6(false)
+                            .map_err(|e| Error::io(ctx("IPV6_MULTICAST_ALL"), e))?;
+                        s.set_multicast_if_v6(index)
+                            .map_err(|e| Error::io(ctx("IPV6_MULTICAST_IF"), e))?;
+                        s.set_multicast_hops_v6(*ttl)
+                            .map_err(|e| Error::io(ctx("IPV6_MULTICAST_HOPS"), e))?;
+                        s.set_multicast_loop_v6(*r#loop)
+                            .map_err(|e| Error::io(ctx("IPV6_MULTICAST_LOOP"), e))?;
+                    }
+                }
+                vec![SocketAddr::new(*group, cfg.port)]
+            }
+        };
+        s.set_nonblocking(true)
+            .map_err(|e| Error::io(ctx("O_NONBLOCK"), e))?;
+        s.bind(&bind.into())
+            .map_err(|e| Error::io(ctx(&format!("bind {bind}")), e))?;
+        let socket = UdpSocket::from_std(s.into()).map_err(|e| Error::io(ctx("register"), e))?;
+        Ok(UdpLink {
+            socket: Arc::new(socket),
+            dests,
+        })
+    }
+
+    /// The local address.
+    pub fn local_addr(&self) -> Result<SocketAddr> {
+        self.socket
+            .local_addr()
+            .map_err(|e| Error::io("udp local address", e))
+    }
+
+    /// Send one frame to every destination without waiting: a full socket buffer drops it,
+    /// like a lost datagram (heartbeats are superseded, control messages retransmitted).
+    pub fn send(&self, frame: &[u8]) -> usize {
+        // A plain non-blocking sendto: tokio's try_send_to would refuse until the reactor has
+        // seen the socket writable once, dropping the first frames of a fresh socket.
+        let sock = socket2::SockRef::from(&*self.socket);
+        let mut sent = 0;
+        for d in &self.dests {
+            match sock.send_to(frame, &(*d).into()) {
+                Ok(_) => sent += 1,
+                Err(e) => tracing::trace!(dest = %d, error = %e, "udp send failed"),
+            }
+        }
+        sent
+    }
+}

@@ -1,0 +1,509 @@
+//! The tokio node: owns the media, the transport session, the timers and the resource tasks,
+//! and drives `ha_core::node::Node` with them. All cluster logic stays in ha-core; this loop
+//! only moves bytes, time and action outcomes in and outputs out.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use ha_core::message::Message;
+use ha_core::model::ClusterModel;
+use ha_core::node::{ActionId, Event, Node, NodeStatus, Output, ResourceAction};
+use ha_core::resource::{AgentOptions, Resource, agent_for, run_with_timeout};
+use ha_core::{NodeId, OcfCode, ResourceId, Timestamp};
+use serde::Serialize;
+use tokio::sync::{broadcast, mpsc, oneshot, watch};
+use tokio::task::JoinHandle;
+
+use crate::auth::{Counters, Keyring};
+use crate::media::{Inbound, Media};
+use crate::ping::{PingConfig, spawn_pinger};
+use crate::session::{Session, SessionConfig};
+use crate::wire::ClusterId;
+use crate::{Error, Result};
+
+/// A fencing hook: power off or reset `node`, true on success.
+pub type FenceFn =
+    Arc<dyn Fn(NodeId) -> futures::future::BoxFuture<'static, bool> + Send + Sync + 'static>;
+
+/// What a [`NodeRuntime`] needs.
+pub struct RuntimeConfig {
+    /// The cluster.
+    pub model: Arc<ClusterModel>,
+    /// This node.
+    pub me: NodeId,
+    /// Where agents live and the built-in kinds (register `IPaddr` with
+    /// [`crate::floating_ip::register`]).
+    pub agents: AgentOptions,
+    /// Incarnation; `None`: nanoseconds since the Unix epoch, which grows across restarts.
+    pub incarnation: Option<u64>,
+    /// Ping probing of `model.ping_nodes` (`None`: defaults when ping nodes are configured).
+    pub ping: Option<PingConfig>,
+    /// Fencing hook; without one a fence request reports failure (and ha-core retries).
+    pub fence: Option<FenceFn>,
+    /// Transport tuning; `None`: derived from the model's timing. Its `me` and `incarnation`
+    /// are overridden by the fields above.
+    pub session: Option<SessionConfig>,
+}
+
+impl std::fmt::Debug for RuntimeConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RuntimeConfig")
+            .field("me", &self.me)
+            .field("incarnation", &self.incarnation)
+            .finish_non_exhaustive()
+    }
+}
+
+impl RuntimeConfig {
+    /// Defaults for node `me` of `model`.
+    pub fn new(model: Arc<ClusterModel>, me: NodeId) -> Self {
+        RuntimeConfig {
+            model,
+            me,
+            agents: AgentOptions::from_env(),
+            incarnation: None,
+            ping: None,
+            fence: None,
+            session: None,
+        }
+    }
+}
+
+/// A serializable snapshot: the state machine's view plus the transport counters.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct RuntimeStatus {
+    /// ha-core's status.
+    pub node: NodeStatus,
+    /// Frames sent, accepted and dropped (by reason).
+    pub transport: Counters,
+    /// Control messages waiting for acknowledgement.
+    pub pending_control: usize,
+    /// Resource actions running.
+    pub running_actions: usize,
+}
+
+enum Command {
+    Standby,
+    Shutdown {
+        timeout: Duration,
+        done: oneshot::Sender<bool>,
+    },
+}
+
+/// Handle to a running node.
+#[derive(Debug)]
+pub struct NodeRuntime {
+    cmd: mpsc::Sender<Command>,
+    events: broadcast::Sender<Event>,
+    status: watch::Receiver<RuntimeStatus>,
+    task: JoinHandle<Result<()>>,
+}
+
+/// The default incarnation: wall-clock nanoseconds, larger after every restart.
+pub fn default_incarnation() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(1, |d| u64::try_from(d.as_nanos()).unwrap_or(u64::MAX))
+}
+
+impl NodeRuntime {
+    /// Open the model's media and start the node. Needs a tokio runtime.
+    pub fn start(cfg: RuntimeConfig) -> Result<NodeRuntime> {
+        let (tx, rx) = mpsc::channel(1024);
+        let media = Media::open(&cfg.model.links, &tx)?;
+        Self::start_with_media(cfg, media, tx, rx)
+    }
+
+    /// Start with media opened by the caller; `inbound` must be the receiving end of the
+    /// channel the media deliver to (`keep` is a sender of it kept alive while running).
+    pub fn start_with_media(
+        cfg: RuntimeConfig,
+        media: Media,
+        keep: mpsc::Sender<Inbound>,
+        inbound: mpsc::Receiver<Inbound>,
+    ) -> Result<NodeRuntime> {
+        let model = cfg.model.clone();
+        let me = cfg.me;
+        if model.node(me).is_none() {
+            return Err(Error::Config(format!(
+                "node {me} is not in the cluster model"
+            )));
+        }
+        let keyring = Keyring::from_spec(&model.auth)?;
+        let incarnation = cfg.incarnation.unwrap_or_else(default_incarnation);
+        let mut resources: BTreeMap<ResourceId, Arc<dyn Resource>> = BTreeMap::new();
+        for (id, spec) in &model.resources {
+            let r = agent_for(spec, &cfg.agents)?;
+            resources.insert(id.clone(), Arc::from(r));
+        }
+        let session_cfg = cfg.session.clone().unwrap_or_else(|| {
+            let mut s = SessionConfig::new(
+                ClusterId::from_name(&model.name),
+                me,
+                incarnation,
+                model.nodes.iter().map(|n| n.id).collect(),
+            );
+            // Resend control messages about every other heartbeat, but not absurdly often.
+            s.resend_interval = (model.timing.keepalive * 2).max(Duration::from_millis(20));
+            s.nack_interval = (model.timing.keepalive / 2).max(Duration::from_millis(2));
+            s
+        });
+        let session = Session::<Message>::new(
+            SessionConfig {
+                incarnation,
+                me,
+                ..session_cfg
+            },
+            keyring,
+        );
+        let start = Instant::now();
+        let node = Node::new(model.clone(), me, incarnation, Timestamp::ZERO)?;
+        let (cmd_tx, cmd_rx) = mpsc::channel(8);
+        let (ev_tx, _) = broadcast::channel(1024);
+        let (st_tx, st_rx) = watch::channel(RuntimeStatus {
+            node: node.status(),
+            transport: Counters::default(),
+            pending_control: 0,
+            running_actions: 0,
+        });
+        let (ping_tx, ping_rx) = mpsc::channel(16);
+        let pinger = if model.ping_nodes.is_empty() {
+            None
+        } else {
+            let pc = cfg.ping.clone().unwrap_or_else(|| {
+                PingConfig::new(model.ping_nodes.clone(), model.timing.keepalive)
+            });
+            Some(spawn_pinger(pc, ping_tx)?)
+        };
+        let driver = Driver {
+            node,
+            session,
+            media,
+            start,
+            resources,
+            fence: cfg.fence,
+            events: ev_tx.clone(),
+            status: st_tx,
+            running: 0,
+            _keep: keep,
+            _pinger: pinger,
+        };
+        let task = tokio::spawn(driver.run(inbound, cmd_rx, ping_rx));
+        Ok(NodeRuntime {
+            cmd: cmd_tx,
+            events: ev_tx,
+            status: st_rx,
+            task,
+        })
+    }
+
+    /// Events from now on (every state change of the node).
+    pub fn subscribe(&self) -> broadcast::Receiver<Event> {
+        self.events.subscribe()
+    }
+
+    /// The latest status snapshot.
+    pub fn status(&self) -> RuntimeStatus {
+        self.status.borrow().clone()
+    }
+
+    /// A receiver that sees every new status snapshot.
+    pub fn watch_status(&self) -> watch::Receiver<RuntimeStatus> {
+        self.status.clone()
+    }
+
+    /// Hand every group over to the peers but keep running.
+    pub async fn standby(&self) -> Result<()> {
+        self.cmd
+            .send(Command::Standby)
+            .await
+            .map_err(|_| Error::Config("node runtime is not running".into()))
+    }
+
+    /// Graceful shutdown: standby, wait (at most `timeout`) until every group is stopped here
+    /// and handed over, then stop. Returns whether the handover completed in time.
+    pub async fn shutdown(self, timeout: Duration) -> Result<bool> {
+        let (done, rx) = oneshot::channel();
+        if self
+            .cmd
+            .send(Command::Shutdown { timeout, done })
+            .await
+            .is_err()
+        {
+            return self.join().await.map(|()| false);
+        }
+        let handed_over = rx.await.unwrap_or(false);
+        self.join().await?;
+        Ok(handed_over)
+    }
+
+    /// Stop at once, without handing anything over (resources stay as they are).
+    pub fn abort(&self) {
+        self.task.abort();
+    }
+
+    async fn join(self) -> Result<()> {
+        match self.task.await {
+            Ok(r) => r,
+            Err(e) if e.is_cancelled() => Ok(()),
+            Err(e) => Err(Error::Config(format!("node runtime task failed: {e}"))),
+        }
+    }
+}
+
+struct Driver {
+    node: Node,
+    session: Session<Message>,
+    media: Media,
+    start: Instant,
+    resources: BTreeMap<ResourceId, Arc<dyn Resource>>,
+    fence: Option<FenceFn>,
+    events: broadcast::Sender<Event>,
+    status: watch::Sender<RuntimeStatus>,
+    running: usize,
+    _keep: mpsc::Sender<Inbound>,
+    _pinger: Option<crate::ping::Pinger>,
+}
+
+enum Done {
+    Action(ActionId, OcfCode),
+    Fence(NodeId, bool),
+}
+
+impl Driver {
+    fn now(&self) -> Timestamp {
+        Timestamp::from_duration(self.start.elapsed())
+    }
+
+    fn instant(&self, t: Timestamp) -> tokio::time::Instant {
+        tokio::time::Instant::from_std(self.start + t.as_duration())
+    }
+
+    async fn run(
+        mut self,
+        mut inbound: mpsc::Receiver<Inbound>,
+        mut cmds: mpsc::Receiver<Command>,
+        mut ping: mpsc::Receiver<bool>,
+    ) -> Result<()> {
+        let (done_tx, mut done_rx) = mpsc::channel::<Done>(256);
+        let mut shutdown: Option<(tokio::time::Instant, oneshot::Sender<bool>)> = None;
+        let mut standby_done = false;
+        loop {
+            standby_done |= self.pump(&done_tx);
+            if standby_done {
+                if let Some((_, done)) = shutdown.take() {
+                    tracing::info!(node = %self.node.id(), "groups handed over; shutting down");
+                    let _ = done.send(true);
+                    return Ok(());
+                }
+            }
+            let next = [self.node.poll_timeout(), self.session.poll_timeout()]
+                .into_iter()
+                .flatten()
+                .min();
+            let wake = next.map(|t| self.instant(t));
+            let far = tokio::time::Instant::now() + Duration::from_secs(3600);
+            let stop_at = shutdown.as_ref().map(|(t, _)| *t);
+            tokio::select! {
+                biased;
+                c = cmds.recv() => match c {
+                    Some(Command::Standby) => self.node.request_standby(self.now()),
+                    Some(Command::Shutdown { timeout, done }) => {
+                        tracing::info!(node = %self.node.id(), ?timeout, "graceful shutdown: handing groups over");
+                        self.node.request_standby(self.now());
+                        standby_done = false;
+                        shutdown = Some((tokio::time::Instant::now() + timeout, done));
+                    }
+                    None => return Ok(()),
+                },
+                _ = tokio::time::sleep_until(stop_at.unwrap_or(far)), if stop_at.is_some() => {
+                    tracing::warn!(node = %self.node.id(), "graceful shutdown timed out before every group was handed over");
+                    if let Some((_, done)) = shutdown.take() {
+                        let _ = done.send(false);
+                    }
+                    return Ok(());
+                }
+                Some(d) = done_rx.recv() => {
+                    let now = self.now();
+                    match d {
+                        Done::Action(id, code) => {
+                            self.running = self.running.saturating_sub(1);
+                            self.node.handle_action_done(now, id, code);
+                        }
+                        Done::Fence(n, ok) => self.node.handle_fence_done(now, n, ok),
+                    }
+                }
+                Some(f) = inbound.recv() => {
+                    let now = self.now();
+                    let _ = self.session.receive(now, f.link, &f.frame);
+                    // Take whatever else already arrived before running the state machine.
+                    while let Ok(f) = inbound.try_recv() {
+                        let _ = self.session.receive(now, f.link, &f.frame);
+                    }
+                }
+                Some(ok) = ping.recv() => self.node.handle_ping(self.now(), ok),
+                _ = tokio::time::sleep_until(wake.unwrap_or(far)) => {
+                    let now = self.now();
+                    self.session.handle_timeout(now);
+                    if self.node.poll_timeout().is_some_and(|t| t <= now) {
+                        self.node.handle_timeout(now);
+                    }
+                }
+            }
+        }
+    }
+
+    /// Move everything between the state machine, the session and the media. Returns true when
+    /// the node reported StandbyDone.
+    fn pump(&mut self, done: &mpsc::Sender<Done>) -> bool {
+        let mut standby_done = false;
+        loop {
+            let now = self.now();
+            let mut progressed = false;
+            while let Some(d) = self.session.poll_delivered() {
+                progressed = true;
+                self.node.handle_message(now, d.from, d.link, d.message);
+            }
+            while let Some(out) = self.node.poll_output() {
+                progressed = true;
+                match out {
+                    Output::Send { to, link, msg } => {
+                        if let Err(e) = self.session.send(now, to, msg) {
+                            tracing::error!(error = %e, "cannot encode message");
+                        }
+                        while let Some(f) = self.session.poll_transmit() {
+                            self.media.send(link, &f);
+                        }
+                    }
+                    Output::Action(a) => self.spawn_action(a, done),
+                    Output::Fence { node } => self.spawn_fence(node, done),
+                    Output::Event(ev) => {
+                        standby_done |= matches!(ev, Event::StandbyDone);
+                        log_event(self.node.id(), &ev);
+                        let _ = self.events.send(ev);
+                    }
+                }
+            }
+            if !progressed {
+                break;
+            }
+        }
+        while let Some(f) = self.session.poll_transmit() {
+            self.media.send(None, &f);
+        }
+        let st = RuntimeStatus {
+            node: self.node.status(),
+            transport: self.session.counters(),
+            pending_control: self.session.pending_control(),
+            running_actions: self.running,
+        };
+        self.status.send_if_modified(|old| {
+            if *old == st {
+                false
+            } else {
+                *old = st;
+                true
+            }
+        });
+        standby_done
+    }
+
+    fn spawn_action(&mut self, a: ResourceAction, done: &mpsc::Sender<Done>) {
+        let tx = done.clone();
+        let Some(res) = self.resources.get(&a.resource).cloned() else {
+            tracing::error!(resource = %a.resource, "action for a resource without agent");
+            let _ = tx.try_send(Done::Action(a.id, OcfCode::ErrConfigured));
+            return;
+        };
+        self.running += 1;
+        tracing::info!(node = %self.node.id(), group = %a.group, resource = %a.resource, op = %a.op, action = %a.id, "running resource action");
+        tokio::spawn(async move {
+            let t0 = Instant::now();
+            let code = run_with_timeout(&*res, a.op, a.timeout).await;
+            tracing::info!(resource = %a.resource, op = %a.op, ?code, elapsed_ms = t0.elapsed().as_millis() as u64, "resource action done");
+            let _ = tx.send(Done::Action(a.id, code)).await;
+        });
+    }
+
+    fn spawn_fence(&mut self, node: NodeId, done: &mpsc::Sender<Done>) {
+        let tx = done.clone();
+        match self.fence.clone() {
+            Some(f) => {
+                tokio::spawn(async move {
+                    let ok = f(node).await;
+                    let _ = tx.send(Done::Fence(node, ok)).await;
+                });
+            }
+            None => {
+                tracing::error!(%node, "fencing requested but no fencing hook is configured");
+                let _ = tx.try_send(Done::Fence(node, false));
+            }
+        }
+    }
+}
+
+/// Log every state change; late heartbeats and losses at warn.
+fn log_event(me: NodeId, ev: &Event) {
+    match ev {
+        Event::LateHeartbeat { peer, link, delay } => {
+            tracing::warn!(node = %me, %peer, %link, delay_ms = delay.as_millis() as u64, "late heartbeat")
+        }
+        Event::StallDetected { delay } => {
+            tracing::warn!(node = %me, delay_ms = delay.as_millis() as u64, "node was not scheduled in time")
+        }
+        Event::PeerDown { .. }
+        | Event::LinkDown { .. }
+        | Event::GroupFailed { .. }
+        | Event::Failover { .. }
+        | Event::FenceRequested { .. } => tracing::warn!(node = %me, event = ?ev, "cluster event"),
+        _ => tracing::info!(node = %me, event = ?ev, "cluster event"),
+    }
+}
+
+/// What [`raise_priority`] achieved.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct PriorityOutcome {
+    /// Memory locked (mlockall): no page fault can stall the heartbeat path.
+    pub memory_locked: bool,
+    /// Real-time FIFO scheduling for the calling thread.
+    pub realtime: bool,
+    /// Nice value set when real-time scheduling was refused.
+    pub nice: Option<i32>,
+}
+
+/// Raise the calling thread's priority where allowed: lock all memory (MCL_CURRENT |
+/// MCL_FUTURE) and switch to SCHED_FIFO at `rt_priority`, falling back to nice -10.
+///
+/// What it buys: a heartbeat path that never waits for a page-in (swapped or evicted code
+/// pages) and is not queued behind CPU-bound work, so keepalive timers fire on time under
+/// load. Fewer stalls mean deadtime can sit closer to 2 x keepalive without false failovers.
+/// Call it from the thread that runs the node (e.g. a current-thread tokio runtime).
+pub fn raise_priority(rt_priority: i32) -> PriorityOutcome {
+    // SAFETY: plain syscall without pointers.
+    let memory_locked = unsafe { libc::mlockall(libc::MCL_CURRENT | libc::MCL_FUTURE) } == 0;
+    if !memory_locked {
+        tracing::warn!(error = %std::io::Error::last_os_error(), "mlockall refused");
+    }
+    let param = libc::sched_param {
+        sched_priority: rt_priority,
+    };
+    // SAFETY: plain syscall with a valid pointer to an initialised sched_param.
+    let rc = unsafe { libc::sched_setscheduler(0, libc::SCHED_FIFO, &param) };
+    let realtime = rc == 0;
+    let mut nice = None;
+    if !realtime {
+        tracing::warn!(error = %std::io::Error::last_os_error(), "SCHED_FIFO refused; trying nice -10");
+        // SAFETY: plain syscall on the calling thread.
+        if unsafe { libc::setpriority(libc::PRIO_PROCESS, 0, -10) } == 0 {
+            nice = Some(-10);
+        }
+    }
+    let o = PriorityOutcome {
+        memory_locked,
+        realtime,
+        nice,
+    };
+    tracing::info!(outcome = ?o, "priority raised");
+    o
+}
