@@ -22,6 +22,6 @@ fuzz_target!(|data: &[u8]| {
                 assert!(model.node(node).is_some());
             }
         }
-        assert!(model.timing.deadtime > model.timing.keepalive * 2);
+        assert!(model.timing.deadtime > model.timing.keepalive.saturating_mul(2));
     }
 });

@@ -1,5 +1,5 @@
 //! Fuzzes the TOML loader: any text must give a model or an error carrying a location, never
-//! a panic.
+//! a panic; a model that loads must survive export and reload unchanged.
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
@@ -15,6 +15,11 @@ fuzz_target!(|data: &[u8]| {
                     assert!(model.resources.contains_key(id));
                 }
             }
+            // Whatever loads must write back as TOML that loads to the same model.
+            let text = ha_core::config::to_toml_string(&model).expect("a loaded model exports");
+            let again = ha_core::config::from_toml_str(&text, "again.toml")
+                .unwrap_or_else(|e| panic!("exported model does not load: {e}\n{text}"));
+            assert_eq!(again, model);
         }
         Err(ha_core::Error::Config { location, .. }) => {
             // Line 0 means "missing"; otherwise it must be a line of the input (or just past

@@ -16,6 +16,10 @@ pub const PACKAGES: &[(&str, &str)] = &[
     ("busybox-static", "the guest's userland"),
     ("cpio", "inspecting initramfs images"),
     (
+        "lz4",
+        "unpacks the kernel for qemu's direct (PVH) boot, ~0.3 s faster per VM",
+    ),
+    (
         "kmod",
         "depmod/modprobe to resolve module dependencies for the image",
     ),

@@ -36,9 +36,10 @@ pub fn run(command: &str, timeout_s: u64) -> anyhow::Result<()> {
         eprintln!("[guest file /out/{name}: {} bytes]", data.len());
     }
     eprintln!(
-        "[guest exit {} after {:.2} s]",
+        "[guest exit {} after {:.2} s wall, {:.2} s qemu CPU]",
         out.exit_code,
-        out.elapsed.as_secs_f64()
+        out.elapsed.as_secs_f64(),
+        out.cpu_time.as_secs_f64()
     );
     std::io::stdout().flush()?;
     std::process::exit(out.exit_code);

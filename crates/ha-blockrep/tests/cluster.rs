@@ -152,3 +152,78 @@ resource r0 {
     let json = serde_json::to_value(&st).unwrap();
     assert_eq!(json["role"], "Primary");
 }
+
+/// A TCP relay that can be frozen: it keeps the sockets open but stops forwarding, as a
+/// network that silently drops everything would.
+async fn freezable_proxy(
+    upstream: std::net::SocketAddr,
+) -> (std::net::SocketAddr, Arc<std::sync::atomic::AtomicBool>) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let frozen = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = l.local_addr().unwrap();
+    let f = frozen.clone();
+    tokio::spawn(async move {
+        loop {
+            let (down, _) = l.accept().await.unwrap();
+            let Ok(up) = tokio::net::TcpStream::connect(upstream).await else {
+                continue;
+            };
+            let (dr, dw) = down.into_split();
+            let (ur, uw) = up.into_split();
+            for (mut r, mut w, f) in [
+                (
+                    Box::new(dr) as Box<dyn tokio::io::AsyncRead + Unpin + Send>,
+                    Box::new(uw) as Box<dyn tokio::io::AsyncWrite + Unpin + Send>,
+                    f.clone(),
+                ),
+                (Box::new(ur) as _, Box::new(dw) as _, f.clone()),
+            ] {
+                tokio::spawn(async move {
+                    let mut buf = vec![0u8; 65536];
+                    loop {
+                        let n = match r.read(&mut buf).await {
+                            Ok(0) | Err(_) => return,
+                            Ok(n) => n,
+                        };
+                        if f.load(Ordering::SeqCst) {
+                            // Frozen: swallow everything, hold the socket open.
+                            std::future::pending::<()>().await;
+                        }
+                        if w.write_all(&buf[..n]).await.is_err() {
+                            return;
+                        }
+                    }
+                });
+            }
+        }
+    });
+    (addr, frozen)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn silent_network_is_detected_and_primary_keeps_serving() {
+    let (a, _) = mem_node(cfg("alpha"), 16 * MIB).await;
+    let (b, _) = mem_node(cfg("beta"), 16 * MIB).await;
+    a.promote(true).await.unwrap();
+    let addr = a.listen(any_port()).await.unwrap();
+    let (proxy, frozen) = freezable_proxy(addr).await;
+    b.connect(proxy);
+    wait_established(&a, &b).await;
+    frozen.store(true, Ordering::SeqCst);
+    let t = std::time::Instant::now();
+    // A protocol C write blocks until the keep-alive declares the peer dead, then completes
+    // locally and is marked for resync.
+    a.write(0, bytes::Bytes::from(vec![1u8; 4096]), false)
+        .await
+        .unwrap();
+    let el = t.elapsed();
+    assert!(
+        el >= Duration::from_millis(400) && el < Duration::from_secs(3),
+        "{el:?}"
+    );
+    let st = a.status();
+    assert_ne!(st.conn, ConnState::Connected);
+    assert_eq!(st.oos, 4);
+    assert_eq!(st.role, Role::Primary);
+}

@@ -58,11 +58,12 @@ impl Timing {
     }
 
     /// The earliest a silent peer can be declared dead after it was last heard: deadtime for the
-    /// fixed detector; for phi accrual max(deadtime / 2, 2 x keepalive). Leases are based on it.
+    /// fixed detector; for phi accrual max(3/4 x deadtime, 2 x keepalive). Leases are based on
+    /// it, so it must stay well above 2 x keepalive for leases to be renewed in time.
     pub fn detection_floor(&self) -> Duration {
         match self.detector {
             DetectorKind::Fixed => self.deadtime,
-            DetectorKind::PhiAccrual { .. } => (self.deadtime / 2).max(self.keepalive * 2),
+            DetectorKind::PhiAccrual { .. } => (self.deadtime * 3 / 4).max(self.keepalive * 2),
         }
     }
 }
@@ -407,6 +408,7 @@ impl Liveness {
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
 
@@ -584,8 +586,19 @@ mod tests {
         for i in 0..10u64 {
             lv.on_heartbeat(t(i * 100), NodeId(2), LinkId(0), 1, i + 1, &mut ev);
         }
-        // mean 100 ms, phi 1 => 230 ms, clamped up to the floor of 250 ms.
-        assert_eq!(lv.next_deadline(), Some(t(900 + 250)));
+        // mean 100 ms, phi 1 => 230 ms, clamped up to the floor of 375 ms.
+        assert_eq!(lv.next_deadline(), Some(t(900 + 375)));
+        let tm = Timing {
+            detector: DetectorKind::PhiAccrual { threshold: 1.8 },
+            ..timing()
+        };
+        let mut lv = Liveness::new(tm, [NodeId(2)], 1, t(0)).unwrap();
+        for i in 0..10u64 {
+            lv.on_heartbeat(t(i * 100), NodeId(2), LinkId(0), 1, i + 1, &mut ev);
+        }
+        // phi 1.8 => 414 ms: between floor and deadtime.
+        let d = lv.next_deadline().unwrap().as_millis() - 900;
+        assert!((410..=420).contains(&d), "{d}");
         let tm = Timing {
             detector: DetectorKind::PhiAccrual { threshold: 12.0 },
             ..timing()

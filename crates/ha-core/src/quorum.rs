@@ -62,6 +62,7 @@ pub fn compute(model: &ClusterModel, members: &[NodeId], ping_ok: bool) -> Quoru
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
     use crate::sim::model_builder;

@@ -1,7 +1,9 @@
 //! Import of heartbeat's ha.cf, haresources and authkeys.
+#![allow(clippy::unwrap_used, clippy::expect_used)] // helpers of tests
 
 use ha_core::config::{
-    ImportOptions, import_heartbeat, import_heartbeat_str, import_heartbeat_with, load_file,
+    ImportOptions, from_toml_str, import_heartbeat, import_heartbeat_str, import_heartbeat_with,
+    load_file, to_toml_string,
 };
 use ha_core::error::{Error, Location};
 use ha_core::model::*;
@@ -204,7 +206,10 @@ fn authkeys_must_be_mode_600() {
             field: "mode".into()
         }
     );
-    assert!(message.contains("mode 0644") && message.contains("chmod 600"), "{message}");
+    assert!(
+        message.contains("mode 0644") && message.contains("chmod 600"),
+        "{message}"
+    );
     std::fs::set_permissions(&keys, std::fs::Permissions::from_mode(0o600)).unwrap();
     assert_eq!(run().unwrap(), import_dir("nfs"));
 }
@@ -214,7 +219,13 @@ const HARESOURCES: &str = "a 10.0.0.1 httpd\n";
 const AUTHKEYS: &str = "auth 1\n1 sha1 0123456789abcdef\n";
 
 #[track_caller]
-fn expect(result: ha_core::Result<ClusterModel>, file: &str, line: usize, field: &str, needle: &str) {
+fn expect(
+    result: ha_core::Result<ClusterModel>,
+    file: &str,
+    line: usize,
+    field: &str,
+    needle: &str,
+) {
     let err = result.expect_err("must be rejected");
     let Error::Config { location, message } = &err else {
         panic!("not a config error: {err:?}")
@@ -252,7 +263,10 @@ fn base_strings_import() {
         m.groups,
         vec![GroupSpec {
             id: GroupId::from("group-IPaddr-10.0.0.1"),
-            resources: vec![ResourceId::from("IPaddr-10.0.0.1"), ResourceId::from("httpd")],
+            resources: vec![
+                ResourceId::from("IPaddr-10.0.0.1"),
+                ResourceId::from("httpd")
+            ],
             preferred_node: Some(NodeId(1)),
         }]
     );
@@ -264,19 +278,97 @@ fn base_strings_import() {
 
 #[test]
 fn ha_cf_errors() {
-    expect(cf("# comment\nbogus 1\n"), "ha.cf", 6, "bogus", "unknown directive `bogus`");
-    expect(cf("deadtime 2\n"), "ha.cf", 5, "deadtime", "must exceed 2 x keepalive");
-    expect(cf("warntime 11\n"), "ha.cf", 5, "warntime", "exceeds deadtime");
-    expect(cf("initdead 5\n"), "ha.cf", 5, "initdead", "at least 2 x deadtime");
-    expect(cf("keepalive 10parsecs\n"), "ha.cf", 5, "keepalive", "unknown unit `parsecs`");
-    expect(cf("keepalive\n"), "ha.cf", 5, "keepalive", "expected 1 argument");
-    expect(cf("mcast eth0 239.0.0.1 694 1\n"), "ha.cf", 5, "mcast", "mcast eth0 239.0.0.1 694 1 0");
-    expect(cf("mcast eth0 10.0.0.1 694 1 0\n"), "ha.cf", 5, "mcast", "not a multicast address");
-    expect(cf("auto_failback maybe\n"), "ha.cf", 5, "auto_failback", "not on, off or legacy");
-    expect(cf("crm on\n"), "ha.cf", 5, "crm", "write a TOML configuration");
-    expect(cf("node a\n"), "ha.cf", 5, "node", "already listed on line 4");
-    expect(cf("baud 12345\n"), "ha.cf", 5, "baud", "unsupported baud rate");
-    expect(cf("ucast eth0 not_a_host\n"), "ha.cf", 5, "ucast", "neither an IP address nor a host name");
+    expect(
+        cf("# comment\nbogus 1\n"),
+        "ha.cf",
+        6,
+        "bogus",
+        "unknown directive `bogus`",
+    );
+    expect(
+        cf("deadtime 2\n"),
+        "ha.cf",
+        5,
+        "deadtime",
+        "must exceed 2 x keepalive",
+    );
+    expect(
+        cf("warntime 11\n"),
+        "ha.cf",
+        5,
+        "warntime",
+        "exceeds deadtime",
+    );
+    expect(
+        cf("initdead 5\n"),
+        "ha.cf",
+        5,
+        "initdead",
+        "at least 2 x deadtime",
+    );
+    expect(
+        cf("keepalive 10parsecs\n"),
+        "ha.cf",
+        5,
+        "keepalive",
+        "unknown unit `parsecs`",
+    );
+    expect(
+        cf("keepalive\n"),
+        "ha.cf",
+        5,
+        "keepalive",
+        "expected 1 argument",
+    );
+    expect(
+        cf("mcast eth0 239.0.0.1 694 1\n"),
+        "ha.cf",
+        5,
+        "mcast",
+        "mcast eth0 239.0.0.1 694 1 0",
+    );
+    expect(
+        cf("mcast eth0 10.0.0.1 694 1 0\n"),
+        "ha.cf",
+        5,
+        "mcast",
+        "not a multicast address",
+    );
+    expect(
+        cf("auto_failback maybe\n"),
+        "ha.cf",
+        5,
+        "auto_failback",
+        "not on, off or legacy",
+    );
+    expect(
+        cf("crm on\n"),
+        "ha.cf",
+        5,
+        "crm",
+        "write a TOML configuration",
+    );
+    expect(
+        cf("node a\n"),
+        "ha.cf",
+        5,
+        "node",
+        "already listed on line 4",
+    );
+    expect(
+        cf("baud 12345\n"),
+        "ha.cf",
+        5,
+        "baud",
+        "unsupported baud rate",
+    );
+    expect(
+        cf("ucast eth0 not_a_host\n"),
+        "ha.cf",
+        5,
+        "ucast",
+        "neither an IP address nor a host name",
+    );
     expect(
         import_heartbeat_str("bcast eth0\n", HARESOURCES, AUTHKEYS),
         "ha.cf",
@@ -332,7 +424,13 @@ fn ha_cf_details() {
 
 #[test]
 fn haresources_errors() {
-    expect(res("c 10.0.0.1\n"), "haresources", 1, "c", "not a node of ha.cf; use one of [a, b]");
+    expect(
+        res("c 10.0.0.1\n"),
+        "haresources",
+        1,
+        "c",
+        "not a node of ha.cf; use one of [a, b]",
+    );
     expect(
         res("# web\na 10.0.0.1 \\\n  IPaddr::10.0.0.300/24 httpd\n"),
         "haresources",
@@ -340,7 +438,13 @@ fn haresources_errors() {
         "IPaddr::10.0.0.300/24",
         "not an IPv4 address",
     );
-    expect(res("a 10.0.0.1/40\n"), "haresources", 1, "10.0.0.1/40", "prefix length");
+    expect(
+        res("a 10.0.0.1/40\n"),
+        "haresources",
+        1,
+        "10.0.0.1/40",
+        "prefix length",
+    );
     expect(
         res("a 10.0.0.1 httpd\nb httpd\n"),
         "haresources",
@@ -349,10 +453,34 @@ fn haresources_errors() {
         "already used on line 1",
     );
     expect(res("a\n"), "haresources", 1, "a", "no resources");
-    expect(res("a drbddisk::r0::r1\n"), "haresources", 1, "drbddisk::r0::r1", "drbddisk::r0");
-    expect(res("a Filesystem::/dev/sda1\n"), "haresources", 1, "Filesystem::/dev/sda1", "2 to 4 arguments");
-    expect(res("a httpd::\n"), "haresources", 1, "httpd::", "empty argument");
-    expect(res("a ../../bin/sh\n"), "haresources", 1, "../../bin/sh", "not a valid resource script name");
+    expect(
+        res("a drbddisk::r0::r1\n"),
+        "haresources",
+        1,
+        "drbddisk::r0::r1",
+        "drbddisk::r0",
+    );
+    expect(
+        res("a Filesystem::/dev/sda1\n"),
+        "haresources",
+        1,
+        "Filesystem::/dev/sda1",
+        "2 to 4 arguments",
+    );
+    expect(
+        res("a httpd::\n"),
+        "haresources",
+        1,
+        "httpd::",
+        "empty argument",
+    );
+    expect(
+        res("a ../../bin/sh\n"),
+        "haresources",
+        1,
+        "../../bin/sh",
+        "not a valid resource script name",
+    );
 }
 
 #[test]
@@ -362,22 +490,64 @@ fn haresources_ids_stay_unique() {
     assert!(m.is_some());
     let m = res("a drbddisk\nb drbddisk::all IPaddr::10.0.0.2\n").unwrap();
     assert_eq!(
-        m.resources.keys().map(ResourceId::as_str).collect::<Vec<_>>(),
+        m.resources
+            .keys()
+            .map(ResourceId::as_str)
+            .collect::<Vec<_>>(),
         ["IPaddr-10.0.0.2", "drbddisk", "drbddisk-all"]
     );
-    assert_eq!(m.resources[&ResourceId::from("drbddisk")].params["resource"], "all");
+    assert_eq!(
+        m.resources[&ResourceId::from("drbddisk")].params["resource"],
+        "all"
+    );
     assert_eq!(m.groups[1].preferred_node, Some(NodeId(2)));
 }
 
 #[test]
 fn authkeys_errors_and_crc() {
-    expect(keys("auth 1\n1 sha256 0123456789abcdef\n"), "authkeys", 2, "sha256", "use sha1");
-    expect(keys("1 sha1 0123456789abcdef\n"), "authkeys", 0, "auth", "no `auth N` line");
-    expect(keys("auth 2\n1 sha1 0123456789abcdef\n"), "authkeys", 1, "auth", "`auth 2` names an undefined key");
-    expect(keys("auth 1\n1 sha1 a\n1 md5 b\n"), "authkeys", 3, "key", "already defined on line 2");
-    expect(keys("auth 1\n1 md5\n"), "authkeys", 2, "md5", "needs a secret");
+    expect(
+        keys("auth 1\n1 sha256 0123456789abcdef\n"),
+        "authkeys",
+        2,
+        "sha256",
+        "use sha1",
+    );
+    expect(
+        keys("1 sha1 0123456789abcdef\n"),
+        "authkeys",
+        0,
+        "auth",
+        "no `auth N` line",
+    );
+    expect(
+        keys("auth 2\n1 sha1 0123456789abcdef\n"),
+        "authkeys",
+        1,
+        "auth",
+        "`auth 2` names an undefined key",
+    );
+    expect(
+        keys("auth 1\n1 sha1 a\n1 md5 b\n"),
+        "authkeys",
+        3,
+        "key",
+        "already defined on line 2",
+    );
+    expect(
+        keys("auth 1\n1 md5\n"),
+        "authkeys",
+        2,
+        "md5",
+        "needs a secret",
+    );
     expect(keys("auth x\n"), "authkeys", 1, "auth", "not a key number");
-    expect(keys("auth 1\nauth 1\n1 crc\n"), "authkeys", 2, "auth", "already given on line 1");
+    expect(
+        keys("auth 1\nauth 1\n1 crc\n"),
+        "authkeys",
+        2,
+        "auth",
+        "already given on line 1",
+    );
     let m = keys("# test\nauth 3\n3 crc\n").unwrap();
     assert_eq!(
         m.auth,
@@ -391,4 +561,17 @@ fn authkeys_errors_and_crc() {
             insecure_no_auth: true
         }
     );
+}
+
+#[test]
+fn imports_migrate_to_toml_unchanged() {
+    for dir in ["nfs", "web_mysql"] {
+        let model = import_dir(dir);
+        let text = to_toml_string(&model).unwrap();
+        assert_eq!(
+            from_toml_str(&text, "migrated.toml").unwrap(),
+            model,
+            "{text}"
+        );
+    }
 }

@@ -1,6 +1,10 @@
 //! Property tests: durations round-trip, generated haresources import to what they describe.
+#![allow(clippy::unwrap_used, clippy::expect_used)] // helpers of tests
 
-use ha_core::config::{format_duration, import_heartbeat_str, parse_duration, parse_heartbeat_time};
+use ha_core::config::{
+    format_duration, from_toml_str, import_heartbeat_str, parse_duration, parse_heartbeat_time,
+    to_toml_string,
+};
 use ha_core::model::AgentSpec;
 use proptest::prelude::*;
 use std::collections::BTreeMap;
@@ -41,7 +45,11 @@ proptest! {
 /// A resource as the generator describes it.
 #[derive(Debug, Clone)]
 enum Res {
-    Ip { addr: String, prefix: Option<u8>, nic: Option<String> },
+    Ip {
+        addr: String,
+        prefix: Option<u8>,
+        nic: Option<String>,
+    },
     Drbd(String),
     Fs(Vec<String>),
     Script(String, Vec<String>),
@@ -80,18 +88,34 @@ impl Res {
                         params.insert("nic".to_owned(), n.clone());
                     }
                 }
-                (AgentSpec::Builtin { kind: "IPaddr".into() }, params)
+                (
+                    AgentSpec::Builtin {
+                        kind: "IPaddr".into(),
+                    },
+                    params,
+                )
             }
             Res::Drbd(r) => {
                 params.insert("resource".to_owned(), r.clone());
-                (AgentSpec::Builtin { kind: "drbddisk".into() }, params)
+                (
+                    AgentSpec::Builtin {
+                        kind: "drbddisk".into(),
+                    },
+                    params,
+                )
             }
             Res::Fs(args) => (
-                AgentSpec::Heartbeat { script: "Filesystem".into(), args: args.clone() },
+                AgentSpec::Heartbeat {
+                    script: "Filesystem".into(),
+                    args: args.clone(),
+                },
                 params,
             ),
             Res::Script(name, args) => (
-                AgentSpec::Heartbeat { script: name.clone(), args: args.clone() },
+                AgentSpec::Heartbeat {
+                    script: name.clone(),
+                    args: args.clone(),
+                },
                 params,
             ),
         }
@@ -102,17 +126,29 @@ impl Res {
 fn res(g: usize, r: usize) -> impl Strategy<Value = Res> {
     let word = "[a-z][a-z0-9_]{0,6}";
     prop_oneof![
-        (proptest::option::of(0u8..=32), proptest::option::of("eth[0-9]")).prop_map(
-            move |(prefix, nic)| Res::Ip { addr: format!("10.{g}.{r}.1"), prefix, nic }
-        ),
+        (
+            proptest::option::of(0u8..=32),
+            proptest::option::of("eth[0-9]")
+        )
+            .prop_map(move |(prefix, nic)| Res::Ip {
+                addr: format!("10.{g}.{r}.1"),
+                prefix,
+                nic
+            }),
         word.prop_map(move |w| Res::Drbd(format!("{w}{g}x{r}"))),
-        (proptest::collection::vec("/[a-z0-9/]{1,8}", 2..=2), proptest::option::of("ext4|xfs"))
+        (
+            proptest::collection::vec("/[a-z0-9/]{1,8}", 2..=2),
+            proptest::option::of("ext4|xfs")
+        )
             .prop_map(move |(mut args, fstype)| {
                 args[0] = format!("/dev/d{g}x{r}");
                 args.extend(fstype);
                 Res::Fs(args)
             }),
-        (word, proptest::collection::vec("[A-Za-z0-9_./=-]{1,8}", 0..3))
+        (
+            word,
+            proptest::collection::vec("[A-Za-z0-9_./=-]{1,8}", 0..3)
+        )
             .prop_map(move |(name, args)| Res::Script(format!("{name}{g}x{r}"), args)),
     ]
 }
@@ -120,7 +156,11 @@ fn res(g: usize, r: usize) -> impl Strategy<Value = Res> {
 fn group(g: usize) -> impl Strategy<Value = (bool, Vec<Res>, Vec<bool>)> {
     (1usize..5).prop_flat_map(move |n| {
         let members: Vec<_> = (0..n).map(|r| res(g, r)).collect();
-        (any::<bool>(), members, proptest::collection::vec(any::<bool>(), n))
+        (
+            any::<bool>(),
+            members,
+            proptest::collection::vec(any::<bool>(), n),
+        )
     })
 }
 
@@ -164,5 +204,10 @@ proptest! {
                 prop_assert!(ha_core::config::validate::check_name("id", id.as_str()).is_ok());
             }
         }
+        // The import migrates to TOML unchanged.
+        let toml = to_toml_string(&model).map_err(|e| TestCaseError::fail(e.to_string()))?;
+        let again = from_toml_str(&toml, "migrated.toml")
+            .map_err(|e| TestCaseError::fail(format!("{e}\n{toml}")))?;
+        prop_assert_eq!(again, model);
     }
 }

@@ -1,6 +1,7 @@
 //! Valid TOML configurations load to the expected models.
+#![allow(clippy::unwrap_used, clippy::expect_used)] // helpers of tests
 
-use ha_core::config::{from_toml_str, load_file};
+use ha_core::config::{from_toml_str, load_file, to_toml_string};
 use ha_core::model::*;
 use ha_core::{GroupId, NodeId, ResourceId};
 use std::collections::BTreeMap;
@@ -352,5 +353,26 @@ monitor_interval = "0s"
     assert_eq!(
         model.resources[&ResourceId::from("lonely")].monitor_interval,
         None
+    );
+}
+
+#[test]
+fn models_round_trip_through_toml() {
+    let example = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../examples/config/cluster.toml");
+    for path in [example, fixture("nfs.toml"), fixture("web_mysql.toml")] {
+        let model = load_file(&path).unwrap();
+        let text = to_toml_string(&model).unwrap();
+        let again =
+            from_toml_str(&text, "generated.toml").unwrap_or_else(|e| panic!("{e}\n{text}"));
+        assert_eq!(again, model, "{}", path.display());
+    }
+    let phi = from_toml_str(
+        &format!("{MINIMAL}[timing]\ndetector = \"phi_accrual\"\nphi_threshold = 10.25\n"),
+        "p.toml",
+    )
+    .unwrap();
+    assert_eq!(
+        from_toml_str(&to_toml_string(&phi).unwrap(), "g.toml").unwrap(),
+        phi
     );
 }

@@ -77,6 +77,11 @@ ipvsadm -A -t 10.99.0.1:80 -s rr
 $M agent /rules > /out/agent
 ipvsadm -S -n > /out/after_agent
 $M checker > /out/checker
+ip link set lo multicast on
+$M daemon lo > /out/daemon
+ipvsadm --start-daemon backup --mcast-interface lo --syncid 9
+$M daemons > /out/daemons
+$M zero > /out/zero
 "#;
 
 fn file(out: &testkit::vm::VmOutput, name: &str) -> String {
@@ -180,6 +185,8 @@ fn ipvs_client_against_real_kernel() {
         "del_missing_dest=NoSuchDestination errno=2",
         "unknown_scheduler=SchedulerOrPeNotFound errno=2",
         "del_service=ok",
+        "get_missing_service=NoSuchService errno=3",
+        "dests_of_missing_service=[]",
     ] {
         assert!(
             errors.lines().any(|l| l.starts_with(want)),

@@ -300,6 +300,8 @@ pub struct Counters {
     pub bad_payload: u64,
     /// Ignored: our own frames looped back (multicast loop, broadcast).
     pub own_frames: u64,
+    /// Dropped: received on another link than the one in its header.
+    pub wrong_link: u64,
     /// Control messages retransmitted (after a NACK or resend timer).
     pub retransmits: u64,
     /// NACKs sent.
@@ -318,6 +320,7 @@ impl Counters {
         self.malformed
             + self.wrong_cluster
             + self.unknown_node
+            + self.wrong_link
             + self.unknown_key
             + self.bad_mac
             + self.unauthenticated

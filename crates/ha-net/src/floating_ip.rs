@@ -24,7 +24,6 @@ use ha_core::model::ResourceSpec;
 use ha_core::resource::{OpTimeouts, Resource, ResourceRegistry};
 use ha_core::{OcfCode, ResourceId, ResourceOp};
 use netlink_packet_route::address::{AddressAttribute, AddressHeaderFlag, AddressMessage};
-use tokio::task::JoinHandle;
 
 use crate::{Error, Result};
 
@@ -129,7 +128,7 @@ pub struct FloatingIp {
     id: ResourceId,
     cfg: FloatingIpConfig,
     timeouts: OpTimeouts,
-    announcer: Mutex<Option<JoinHandle<()>>>,
+    announcer: Mutex<Option<std::sync::mpsc::Sender<()>>>,
 }
 
 /// Register [`FloatingIp`] as built-in kind `IPaddr`.
@@ -264,48 +263,144 @@ impl FloatingIp {
 
     fn stop_announcer(&self) {
         if let Ok(mut a) = self.announcer.lock() {
-            if let Some(t) = a.take() {
-                t.abort();
-            }
+            // Dropping the sender wakes the announcer thread, which exits.
+            a.take();
         }
     }
 
-    fn start_announcer(&self) {
+    /// Announce once now, then hand the open socket to a thread that sends the rest of the
+    /// burst and the periodic refreshes until [`Self::stop_announcer`].
+    fn announce_and_spawn(&self) {
         let cfg = self.cfg.clone();
-        let task = tokio::spawn(async move {
-            for _ in 1..cfg.garp_count {
-                tokio::time::sleep(cfg.garp_interval).await;
-                announce_logged(&cfg).await;
-            }
-            let Some(every) = cfg.garp_refresh else {
+        let mut sender = match Announcer::open(&cfg) {
+            Ok(s) => s,
+            Err(e) => {
+                tracing::warn!(ip = %cfg.ip, nic = %cfg.nic, error = %e, "cannot announce the address");
                 return;
-            };
-            loop {
-                tokio::time::sleep(every).await;
-                for i in 0..cfg.garp_count.max(1) {
-                    if i > 0 {
-                        tokio::time::sleep(cfg.garp_interval).await;
+            }
+        };
+        sender.send_logged(&cfg);
+        let (stop_tx, stop_rx) = std::sync::mpsc::channel::<()>();
+        let spawned = std::thread::Builder::new()
+            .name("ha-garp".into())
+            .spawn(move || {
+                // Sleep until `d` passed (true) or the address was released (false).
+                let wait = |d: Duration| {
+                    matches!(
+                        stop_rx.recv_timeout(d),
+                        Err(std::sync::mpsc::RecvTimeoutError::Timeout)
+                    )
+                };
+                for _ in 1..cfg.garp_count {
+                    if !wait(cfg.garp_interval) {
+                        return;
                     }
-                    announce_logged(&cfg).await;
+                    sender.send_logged(&cfg);
+                }
+                let Some(every) = cfg.garp_refresh else {
+                    return;
+                };
+                loop {
+                    if !wait(every) {
+                        return;
+                    }
+                    for i in 0..cfg.garp_count.max(1) {
+                        if i > 0 && !wait(cfg.garp_interval) {
+                            return;
+                        }
+                        sender.send_logged(&cfg);
+                    }
+                }
+                // The socket closes here, off the runtime: closing a packet socket waits for
+                // an RCU grace period (10-15 ms measured), which must not delay start or stop.
+            });
+        match spawned {
+            Ok(_) => {
+                if let Ok(mut a) = self.announcer.lock() {
+                    *a = Some(stop_tx);
                 }
             }
-        });
-        if let Ok(mut a) = self.announcer.lock() {
-            if let Some(old) = a.replace(task) {
-                old.abort();
-            }
+            Err(e) => tracing::warn!(error = %e, "cannot spawn the announcer thread"),
         }
     }
 }
 
-async fn announce_logged(cfg: &FloatingIpConfig) {
-    let c = cfg.clone();
-    match tokio::task::spawn_blocking(move || announce(&c)).await {
-        Ok(Ok(())) => {}
-        Ok(Err(e)) => {
-            tracing::warn!(ip = %cfg.ip, nic = %cfg.nic, error = %e, "announcement failed")
+/// An open socket for announcing one address.
+enum Announcer {
+    /// Raw datalink sender and the gratuitous ARP frame.
+    V4(Box<dyn pnet_datalink::DataLinkSender>, Vec<u8>),
+    /// Raw ICMPv6 socket and the neighbour advertisement.
+    V6(socket2::Socket, Vec<u8>),
+}
+
+impl Announcer {
+    /// Open the socket for `cfg` (needs CAP_NET_RAW).
+    fn open(cfg: &FloatingIpConfig) -> Result<Announcer> {
+        let iface = pnet_datalink::interfaces()
+            .into_iter()
+            .find(|i| i.name == cfg.nic)
+            .ok_or_else(|| Error::Config(format!("interface `{}` not found", cfg.nic)))?;
+        let mac = iface
+            .mac
+            .map(|m| m.octets())
+            .ok_or_else(|| Error::Config(format!("interface `{}` has no MAC address", cfg.nic)))?;
+        match cfg.ip {
+            IpAddr::V4(ip) => {
+                let config = pnet_datalink::Config {
+                    promiscuous: false,
+                    ..Default::default()
+                };
+                let ch = pnet_datalink::channel(&iface, config)
+                    .map_err(|e| Error::io(format!("raw socket on {}", cfg.nic), e))?;
+                let pnet_datalink::Channel::Ethernet(tx, rx) = ch else {
+                    return Err(Error::Config(format!(
+                        "`{}` is not an Ethernet interface",
+                        cfg.nic
+                    )));
+                };
+                // The receive half shares the socket; nothing reads it.
+                drop(rx);
+                Ok(Announcer::V4(tx, garp_frame(mac, ip)))
+            }
+            IpAddr::V6(ip) => {
+                use socket2::{Domain, Protocol, Socket, Type};
+                let ctx = |w: &str| format!("neighbour advertisement on {}: {w}", cfg.nic);
+                let s = Socket::new(Domain::IPV6, Type::RAW, Some(Protocol::ICMPV6))
+                    .map_err(|e| Error::io(ctx("socket"), e))?;
+                s.bind_device(Some(cfg.nic.as_bytes()))
+                    .map_err(|e| Error::io(ctx("bind device"), e))?;
+                // Receivers drop neighbour discovery with a hop limit other than 255.
+                s.set_multicast_hops_v6(255)
+                    .map_err(|e| Error::io(ctx("hop limit"), e))?;
+                s.set_multicast_if_v6(iface.index)
+                    .map_err(|e| Error::io(ctx("multicast interface"), e))?;
+                Ok(Announcer::V6(s, unsolicited_na(mac, ip)))
+            }
         }
-        Err(e) => tracing::warn!(error = %e, "announcement task failed"),
+    }
+
+    /// Send one announcement.
+    fn send(&mut self) -> Result<()> {
+        match self {
+            Announcer::V4(tx, frame) => match tx.send_to(frame, None) {
+                Some(Ok(())) => Ok(()),
+                Some(Err(e)) => Err(Error::io("send gratuitous ARP", e)),
+                None => Err(Error::Config("datalink sender refused the frame".into())),
+            },
+            Announcer::V6(s, pkt) => {
+                let all_nodes: std::net::SocketAddr =
+                    (Ipv6Addr::new(0xff02, 0, 0, 0, 0, 0, 0, 1), 0).into();
+                s.send_to(pkt, &all_nodes.into())
+                    .map(|_| ())
+                    .map_err(|e| Error::io("send neighbour advertisement", e))
+            }
+        }
+    }
+
+    fn send_logged(&mut self, cfg: &FloatingIpConfig) {
+        if let Err(e) = self.send() {
+            tracing::warn!(ip = %cfg.ip, nic = %cfg.nic, error = %e, "announcement failed");
+        }
     }
 }
 
@@ -333,55 +428,10 @@ pub fn unsolicited_na(mac: [u8; 6], ip: Ipv6Addr) -> Vec<u8> {
     p
 }
 
-/// Send one announcement of `cfg.ip` on `cfg.nic` (blocking; needs CAP_NET_RAW).
+/// Send one announcement of `cfg.ip` on `cfg.nic` (needs CAP_NET_RAW). Closing the packet
+/// socket afterwards takes an RCU grace period; the resource itself keeps its socket open.
 pub fn announce(cfg: &FloatingIpConfig) -> Result<()> {
-    let iface = pnet_datalink::interfaces()
-        .into_iter()
-        .find(|i| i.name == cfg.nic)
-        .ok_or_else(|| Error::Config(format!("interface `{}` not found", cfg.nic)))?;
-    let mac = iface
-        .mac
-        .map(|m| m.octets())
-        .ok_or_else(|| Error::Config(format!("interface `{}` has no MAC address", cfg.nic)))?;
-    match cfg.ip {
-        IpAddr::V4(ip) => {
-            let config = pnet_datalink::Config {
-                promiscuous: false,
-                ..Default::default()
-            };
-            let ch = pnet_datalink::channel(&iface, config)
-                .map_err(|e| Error::io(format!("raw socket on {}", cfg.nic), e))?;
-            let pnet_datalink::Channel::Ethernet(mut tx, _rx) = ch else {
-                return Err(Error::Config(format!(
-                    "`{}` is not an Ethernet interface",
-                    cfg.nic
-                )));
-            };
-            match tx.send_to(&garp_frame(mac, ip), None) {
-                Some(Ok(())) => Ok(()),
-                Some(Err(e)) => Err(Error::io(format!("send gratuitous ARP on {}", cfg.nic), e)),
-                None => Err(Error::Config("datalink sender refused the frame".into())),
-            }
-        }
-        IpAddr::V6(ip) => {
-            use socket2::{Domain, Protocol, Socket, Type};
-            let ctx = |w: &str| format!("neighbour advertisement on {}: {w}", cfg.nic);
-            let s = Socket::new(Domain::IPV6, Type::RAW, Some(Protocol::ICMPV6))
-                .map_err(|e| Error::io(ctx("socket"), e))?;
-            s.bind_device(Some(cfg.nic.as_bytes()))
-                .map_err(|e| Error::io(ctx("bind device"), e))?;
-            // Receivers drop neighbour discovery with a hop limit other than 255.
-            s.set_multicast_hops_v6(255)
-                .map_err(|e| Error::io(ctx("hop limit"), e))?;
-            s.set_multicast_if_v6(iface.index)
-                .map_err(|e| Error::io(ctx("multicast interface"), e))?;
-            let all_nodes: std::net::SocketAddr =
-                (Ipv6Addr::new(0xff02, 0, 0, 0, 0, 0, 0, 1), 0).into();
-            s.send_to(&unsolicited_na(mac, ip), &all_nodes.into())
-                .map_err(|e| Error::io(ctx("send"), e))?;
-            Ok(())
-        }
-    }
+    Announcer::open(cfg)?.send()
 }
 
 fn code(op: ResourceOp, r: Result<()>, id: &ResourceId) -> OcfCode {
@@ -420,8 +470,7 @@ impl Resource for FloatingIp {
         if r.is_ok() {
             tracing::info!(resource = %self.id, ip = %self.cfg.ip, nic = %self.cfg.nic, "floating ip added");
             if self.cfg.garp_count > 0 {
-                announce_logged(&self.cfg).await;
-                self.start_announcer();
+                self.announce_and_spawn();
             }
         }
         code(ResourceOp::Start, r, &self.id)

@@ -6,7 +6,7 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use ha_core::message::Message;
+use ha_core::message::{GroupState, Message};
 use ha_core::model::ClusterModel;
 use ha_core::node::{ActionId, Event, Node, NodeStatus, Output, ResourceAction};
 use ha_core::resource::{AgentOptions, Resource, agent_for, run_with_timeout};
@@ -21,6 +21,9 @@ use crate::ping::{PingConfig, spawn_pinger};
 use crate::session::{Session, SessionConfig};
 use crate::wire::ClusterId;
 use crate::{Error, Result};
+
+/// Longest time the status snapshot's counters may lag behind.
+pub const STATUS_REFRESH: Duration = Duration::from_millis(100);
 
 /// A fencing hook: power off or reset `node`, true on success.
 pub type FenceFn =
@@ -144,6 +147,7 @@ impl NodeRuntime {
                 incarnation,
                 model.nodes.iter().map(|n| n.id).collect(),
             );
+            s.links = u8::try_from(model.links.len()).unwrap_or(u8::MAX);
             // Resend control messages about every other heartbeat, but not absurdly often.
             s.resend_interval = (model.timing.keepalive * 2).max(Duration::from_millis(20));
             s.nack_interval = (model.timing.keepalive / 2).max(Duration::from_millis(2));
@@ -186,6 +190,8 @@ impl NodeRuntime {
             events: ev_tx.clone(),
             status: st_tx,
             running: 0,
+            status_dirty: true,
+            last_status: start,
             _keep: keep,
             _pinger: pinger,
         };
@@ -262,6 +268,8 @@ struct Driver {
     events: broadcast::Sender<Event>,
     status: watch::Sender<RuntimeStatus>,
     running: usize,
+    status_dirty: bool,
+    last_status: Instant,
     _keep: mpsc::Sender<Inbound>,
     _pinger: Option<crate::ping::Pinger>,
 }
@@ -291,9 +299,13 @@ impl Driver {
         let mut standby_done = false;
         loop {
             standby_done |= self.pump(&done_tx);
-            if standby_done {
+            // StandbyDone means our groups are stopped; stay until a peer actually runs them,
+            // because it may still need our grant (leaving now would make it wait for our
+            // deadtime instead).
+            if standby_done && shutdown.is_some() && self.handed_over() {
                 if let Some((_, done)) = shutdown.take() {
                     tracing::info!(node = %self.node.id(), "groups handed over; shutting down");
+                    // Last word: the frames the final pump queued are already sent.
                     let _ = done.send(true);
                     return Ok(());
                 }
@@ -329,6 +341,7 @@ impl Driver {
                     match d {
                         Done::Action(id, code) => {
                             self.running = self.running.saturating_sub(1);
+                            self.status_dirty = true;
                             self.node.handle_action_done(now, id, code);
                         }
                         Done::Fence(n, ok) => self.node.handle_fence_done(now, n, ok),
@@ -354,6 +367,23 @@ impl Driver {
         }
     }
 
+    /// True when every group is stopped here and, if some node may run it, a peer has it
+    /// (or no peer is alive to take it).
+    fn handed_over(&self) -> bool {
+        let st = self.node.status();
+        let me = self.node.id();
+        if !st.members.iter().any(|m| *m != me) {
+            return true;
+        }
+        st.groups.iter().all(|g| {
+            g.state == GroupState::Stopped
+                && match g.target {
+                    None => true,
+                    Some(t) => t != me && g.location == Some(t),
+                }
+        })
+    }
+
     /// Move everything between the state machine, the session and the media. Returns true when
     /// the node reported StandbyDone.
     fn pump(&mut self, done: &mpsc::Sender<Done>) -> bool {
@@ -369,17 +399,15 @@ impl Driver {
                 progressed = true;
                 match out {
                     Output::Send { to, link, msg } => {
-                        if let Err(e) = self.session.send(now, to, msg) {
+                        if let Err(e) = self.session.send(now, to, link, msg) {
                             tracing::error!(error = %e, "cannot encode message");
-                        }
-                        while let Some(f) = self.session.poll_transmit() {
-                            self.media.send(link, &f);
                         }
                     }
                     Output::Action(a) => self.spawn_action(a, done),
                     Output::Fence { node } => self.spawn_fence(node, done),
                     Output::Event(ev) => {
                         standby_done |= matches!(ev, Event::StandbyDone);
+                        self.status_dirty = true;
                         log_event(self.node.id(), &ev);
                         let _ = self.events.send(ev);
                     }
@@ -389,9 +417,16 @@ impl Driver {
                 break;
             }
         }
-        while let Some(f) = self.session.poll_transmit() {
-            self.media.send(None, &f);
+        while let Some((link, f)) = self.session.poll_transmit() {
+            self.media.send(Some(link), &f);
         }
+        // The snapshot costs a walk over the whole node state: refresh it when the node
+        // reported something, otherwise at most every STATUS_REFRESH (counters only move).
+        if !(self.status_dirty || self.last_status.elapsed() >= STATUS_REFRESH) {
+            return standby_done;
+        }
+        self.status_dirty = false;
+        self.last_status = Instant::now();
         let st = RuntimeStatus {
             node: self.node.status(),
             transport: self.session.counters(),
@@ -417,6 +452,7 @@ impl Driver {
             return;
         };
         self.running += 1;
+        self.status_dirty = true;
         tracing::info!(node = %self.node.id(), group = %a.group, resource = %a.resource, op = %a.op, action = %a.id, "running resource action");
         tokio::spawn(async move {
             let t0 = Instant::now();

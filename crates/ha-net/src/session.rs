@@ -8,6 +8,12 @@
 //! heartbeat carries -- asks for the missing ones with a [`Body::Nack`]; unacknowledged messages
 //! are also resent periodically. Delivery to the application is in order per sender.
 //!
+//! Every frame goes out once per medium, each copy with its own frame sequence number and its
+//! link id in the header: a receiver keeps one replay window per (sender, link), so each link's
+//! copies prove that link alive to ha-core, while a copy replayed onto another link is refused.
+//! A frame with a lower incarnation than the sender's known one is refused as stale; a higher
+//! incarnation (the sender restarted) resets the sender's state.
+//!
 //! Like ha-core's state machines this never does I/O or reads a clock: the driver feeds received
 //! bytes and time in, and takes frames to transmit and messages to deliver out.
 
@@ -33,6 +39,8 @@ pub struct SessionConfig {
     pub incarnation: u64,
     /// The other cluster members; frames from anyone else are dropped.
     pub peers: Vec<NodeId>,
+    /// Number of media (link ids 0..links); every frame goes out once per link.
+    pub links: u8,
     /// Resend an unacknowledged control message this often.
     pub resend_interval: Duration,
     /// Give a control message up after this many resends.
@@ -53,6 +61,7 @@ impl SessionConfig {
             me,
             incarnation,
             peers,
+            links: 1,
             resend_interval: Duration::from_millis(200),
             max_resends: 25,
             nack_interval: Duration::from_millis(20),
@@ -77,7 +86,7 @@ pub struct Delivered<M> {
 
 /// Why a received frame was dropped (already counted in [`Counters`]).
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-pub enum Drop {
+pub enum Dropped {
     /// Not parseable.
     #[error("malformed: {0}")]
     Malformed(DecodeError),
@@ -87,6 +96,15 @@ pub enum Drop {
     /// Our own frame looped back.
     #[error("own frame")]
     Own,
+    /// Arrived on another link than the one it was sent on (replayed across links, or the
+    /// nodes number their media differently).
+    #[error("sent on {sent}, received on {received}")]
+    WrongLink {
+        /// Link in the header.
+        sent: LinkId,
+        /// Link it arrived on.
+        received: LinkId,
+    },
     /// Not a configured node.
     #[error("unknown node {0}")]
     UnknownNode(NodeId),
@@ -109,7 +127,10 @@ struct Pending<M> {
 }
 
 struct PeerRx<M> {
-    window: ReplayWindow,
+    /// The sender incarnation these fields describe.
+    incarnation: u64,
+    /// One replay window per link: every link carries its own copy of each frame.
+    windows: BTreeMap<LinkId, ReplayWindow>,
     /// Highest control sequence number delivered (or skipped) in order.
     delivered: u64,
     /// Highest control sequence number the sender is known to have assigned.
@@ -129,7 +150,7 @@ pub struct Session<M> {
     pending: BTreeMap<u64, Pending<M>>,
     acked: BTreeMap<NodeId, u64>,
     rx: BTreeMap<NodeId, PeerRx<M>>,
-    transmit: VecDeque<Bytes>,
+    transmit: VecDeque<(LinkId, Bytes)>,
     delivered: VecDeque<Delivered<M>>,
 }
 
@@ -161,12 +182,12 @@ pub fn seal<M: WireMessage>(keyring: &Keyring, header: &Header, body: &Body<M>) 
 }
 
 /// Parse, authenticate and decode one frame without any session state (no replay check).
-pub fn open<M: WireMessage>(keyring: &Keyring, buf: &[u8]) -> Result<(Header, Body<M>), Drop> {
-    let raw = wire::parse(buf).map_err(Drop::Malformed)?;
+pub fn open<M: WireMessage>(keyring: &Keyring, buf: &[u8]) -> Result<(Header, Body<M>), Dropped> {
+    let raw = wire::parse(buf).map_err(Dropped::Malformed)?;
     keyring
         .verify(raw.header.key_id, raw.signed, raw.tag)
-        .map_err(Drop::Auth)?;
-    let body = Body::decode(raw.header.kind, raw.payload).map_err(Drop::BadPayload)?;
+        .map_err(Dropped::Auth)?;
+    let body = Body::decode(raw.header.kind, raw.payload).map_err(Dropped::BadPayload)?;
     Ok((raw.header, body))
 }
 
@@ -204,14 +225,21 @@ impl<M: WireMessage> Session<M> {
         self.pending.len()
     }
 
-    /// Queue `message` for `dest` (`None`: every node).
-    pub fn send(&mut self, now: Timestamp, dest: Option<NodeId>, message: M) -> Result<()> {
+    /// Queue `message` for `dest` (`None`: every node) on `link` (`None`: every link;
+    /// retransmissions of control messages always use every link).
+    pub fn send(
+        &mut self,
+        now: Timestamp,
+        dest: Option<NodeId>,
+        link: Option<LinkId>,
+        message: M,
+    ) -> Result<()> {
         if !message.reliable() {
-            return self.emit(dest, self.ctl_last, &Body::App(message));
+            return self.emit_on(dest, link, self.ctl_last, &Body::App(message));
         }
         self.ctl_last += 1;
         let seq = self.ctl_last;
-        self.emit(dest, seq, &Body::App(message.clone()))?;
+        self.emit_on(dest, link, seq, &Body::App(message.clone()))?;
         if self.waiting_peers(seq).next().is_some() {
             self.pending.insert(
                 seq,
@@ -244,25 +272,43 @@ impl<M: WireMessage> Session<M> {
     }
 
     fn emit(&mut self, dest: Option<NodeId>, ctl_seq: u64, body: &Body<M>) -> Result<()> {
-        self.next_seq += 1;
-        let header = Header {
-            kind: 0,
-            cluster: self.cfg.cluster,
-            key_id: 0,
-            sender: self.cfg.me,
-            dest,
-            incarnation: self.cfg.incarnation,
-            seq: self.next_seq,
-            ctl_seq,
+        self.emit_on(dest, None, ctl_seq, body)
+    }
+
+    /// One copy per link (or on `link` only), each with its own frame sequence number.
+    fn emit_on(
+        &mut self,
+        dest: Option<NodeId>,
+        link: Option<LinkId>,
+        ctl_seq: u64,
+        body: &Body<M>,
+    ) -> Result<()> {
+        let links: Vec<LinkId> = match link {
+            Some(l) => vec![l],
+            None => (0..self.cfg.links.max(1)).map(LinkId).collect(),
         };
-        let frame = seal(&self.keyring, &header, body)?;
-        self.counters.frames_sent += 1;
-        self.transmit.push_back(frame);
+        for l in links {
+            self.next_seq += 1;
+            let header = Header {
+                kind: 0,
+                cluster: self.cfg.cluster,
+                key_id: 0,
+                link: l,
+                sender: self.cfg.me,
+                dest,
+                incarnation: self.cfg.incarnation,
+                seq: self.next_seq,
+                ctl_seq,
+            };
+            let frame = seal(&self.keyring, &header, body)?;
+            self.counters.frames_sent += 1;
+            self.transmit.push_back((l, frame));
+        }
         Ok(())
     }
 
-    /// Next frame to transmit on every medium.
-    pub fn poll_transmit(&mut self) -> Option<Bytes> {
+    /// Next frame to transmit, with the medium it must go out on.
+    pub fn poll_transmit(&mut self) -> Option<(LinkId, Bytes)> {
         self.transmit.pop_front()
     }
 
@@ -322,25 +368,26 @@ impl<M: WireMessage> Session<M> {
     }
 
     /// Process one received frame. Returns why it was dropped, if it was (already counted).
-    pub fn receive(&mut self, now: Timestamp, link: LinkId, buf: &[u8]) -> Result<(), Drop> {
+    pub fn receive(&mut self, now: Timestamp, link: LinkId, buf: &[u8]) -> Result<(), Dropped> {
         self.counters.frames_received += 1;
         let r = self.receive_inner(now, link, buf);
         if let Err(d) = &r {
             let c = &mut self.counters;
             match d {
-                Drop::Malformed(_) => c.malformed += 1,
-                Drop::WrongCluster(_) => c.wrong_cluster += 1,
-                Drop::Own => c.own_frames += 1,
-                Drop::UnknownNode(_) => c.unknown_node += 1,
-                Drop::Auth(AuthError::UnknownKey(_)) => c.unknown_key += 1,
-                Drop::Auth(AuthError::BadTag) => c.bad_mac += 1,
-                Drop::Auth(AuthError::Unauthenticated) => c.unauthenticated += 1,
-                Drop::Replay(ReplayError::Replay) => c.replayed += 1,
-                Drop::Replay(ReplayError::TooOld) => c.too_old += 1,
-                Drop::Replay(ReplayError::StaleIncarnation) => c.stale_incarnation += 1,
-                Drop::BadPayload(_) => c.bad_payload += 1,
+                Dropped::Malformed(_) => c.malformed += 1,
+                Dropped::WrongCluster(_) => c.wrong_cluster += 1,
+                Dropped::Own => c.own_frames += 1,
+                Dropped::WrongLink { .. } => c.wrong_link += 1,
+                Dropped::UnknownNode(_) => c.unknown_node += 1,
+                Dropped::Auth(AuthError::UnknownKey(_)) => c.unknown_key += 1,
+                Dropped::Auth(AuthError::BadTag) => c.bad_mac += 1,
+                Dropped::Auth(AuthError::Unauthenticated) => c.unauthenticated += 1,
+                Dropped::Replay(ReplayError::Replay) => c.replayed += 1,
+                Dropped::Replay(ReplayError::TooOld) => c.too_old += 1,
+                Dropped::Replay(ReplayError::StaleIncarnation) => c.stale_incarnation += 1,
+                Dropped::BadPayload(_) => c.bad_payload += 1,
             }
-            if !matches!(d, Drop::Own) {
+            if !matches!(d, Dropped::Own) {
                 tracing::debug!(%link, reason = %d, "frame dropped");
             }
         } else {
@@ -349,35 +396,55 @@ impl<M: WireMessage> Session<M> {
         r
     }
 
-    fn receive_inner(&mut self, now: Timestamp, link: LinkId, buf: &[u8]) -> Result<(), Drop> {
-        let raw = wire::parse(buf).map_err(Drop::Malformed)?;
+    fn receive_inner(&mut self, now: Timestamp, link: LinkId, buf: &[u8]) -> Result<(), Dropped> {
+        let raw = wire::parse(buf).map_err(Dropped::Malformed)?;
         let h = raw.header;
         if h.cluster != self.cfg.cluster {
-            return Err(Drop::WrongCluster(h.cluster.0));
+            return Err(Dropped::WrongCluster(h.cluster.0));
         }
         if h.sender == self.cfg.me {
-            return Err(Drop::Own);
+            return Err(Dropped::Own);
         }
         if !self.peers.contains(&h.sender) {
-            return Err(Drop::UnknownNode(h.sender));
+            return Err(Dropped::UnknownNode(h.sender));
+        }
+        if h.link != link {
+            return Err(Dropped::WrongLink {
+                sent: h.link,
+                received: link,
+            });
         }
         self.keyring
             .verify(h.key_id, raw.signed, raw.tag)
-            .map_err(Drop::Auth)?;
-        let body = Body::<M>::decode(h.kind, raw.payload).map_err(Drop::BadPayload)?;
+            .map_err(Dropped::Auth)?;
+        let body = Body::<M>::decode(h.kind, raw.payload).map_err(Dropped::BadPayload)?;
         // Only authenticated frames may move the replay window.
         let fresh_peer = !self.rx.contains_key(&h.sender);
         let rx = self.rx.entry(h.sender).or_insert_with(|| PeerRx {
-            window: ReplayWindow::default(),
+            incarnation: 0,
+            windows: BTreeMap::new(),
             delivered: 0,
             known_high: 0,
             reorder: BTreeMap::new(),
             next_nack: Timestamp::ZERO,
         });
-        let restarted = rx
-            .window
+        if h.incarnation < rx.incarnation {
+            return Err(Dropped::Replay(ReplayError::StaleIncarnation));
+        }
+        let restarted = h.incarnation > rx.incarnation;
+        let mut window = if restarted {
+            ReplayWindow::default()
+        } else {
+            rx.windows.get(&link).cloned().unwrap_or_default()
+        };
+        window
             .check(h.incarnation, h.seq)
-            .map_err(Drop::Replay)?;
+            .map_err(Dropped::Replay)?;
+        if restarted {
+            rx.incarnation = h.incarnation;
+            rx.windows.clear();
+        }
+        rx.windows.insert(link, window);
         if restarted {
             // A new sender incarnation (or the first frame ever): its control stream starts
             // where this frame says; messages sent before we could hear them are not wanted.

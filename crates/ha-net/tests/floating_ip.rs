@@ -207,7 +207,12 @@ fn floating_ip_add_announce_monitor_remove() {
     run(&|rt| {
         rt.block_on(async {
             assert_eq!(v4.monitor().await, OcfCode::NotRunning);
+            let t0 = Instant::now();
             assert_eq!(v4.start().await, OcfCode::Success);
+            eprintln!(
+                "MEASURED floating ip start (add + first GARP): {:?}",
+                t0.elapsed()
+            );
             assert_eq!(v4.start().await, OcfCode::Success, "idempotent start");
             assert_eq!(v4.monitor().await, OcfCode::Success);
             assert_eq!(v6.start().await, OcfCode::Success);

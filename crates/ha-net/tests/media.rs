@@ -122,3 +122,95 @@ async fn udp_unicast_on_loopback_reports_the_link() {
     assert_eq!(got.link, LinkId(1));
     assert_eq!(got.frame, test_frame(7));
 }
+
+/// Multicast and broadcast between two namespaces, each medium bound to `eth0`; the receiver
+/// learns which link a frame came on.
+#[test]
+fn multicast_and_broadcast_between_namespaces() {
+    if !testkit::privileged("multicast_and_broadcast_between_namespaces") {
+        return;
+    }
+    let topo = testkit::netns::Topology::builder()
+        .hosts(2)
+        .subnet_v4([10, 81, 0])
+        .build()
+        .unwrap();
+    let mcast = UdpConfig {
+        interface: "eth0".into(),
+        port: 6940,
+        bind: None,
+        mode: UdpMode::Multicast {
+            group: "239.0.0.94".parse().unwrap(),
+            ttl: 1,
+            r#loop: false,
+        },
+    };
+    let mcast6 = UdpConfig {
+        interface: "eth0".into(),
+        port: 6942,
+        bind: None,
+        mode: UdpMode::Multicast {
+            group: "ff02::694".parse().unwrap(),
+            ttl: 1,
+            r#loop: false,
+        },
+    };
+    let bcast = UdpConfig {
+        interface: "eth0".into(),
+        port: 6941,
+        bind: None,
+        mode: UdpMode::Broadcast,
+    };
+    let (ready_tx, ready_rx) = std::sync::mpsc::channel();
+    std::thread::scope(|s| {
+        let receiver = s.spawn(|| {
+            topo.host(1).ns().run(|| {
+                let rt = tokio::runtime::Builder::new_current_thread()
+                    .enable_all()
+                    .build()
+                    .unwrap();
+                rt.block_on(async {
+                    let (tx, mut rx) = mpsc::channel(16);
+                    let mut m = Media::new();
+                    m.add_udp("mcast", &mcast, tx.clone()).unwrap();
+                    m.add_udp("bcast", &bcast, tx.clone()).unwrap();
+                    m.add_udp("mcast6", &mcast6, tx).unwrap();
+                    ready_tx.send(()).unwrap();
+                    let mut got = Vec::new();
+                    while got.len() < 3 {
+                        let f = recv(&mut rx).await;
+                        if !got.contains(&f.link) {
+                            assert_eq!(f.frame, test_frame(f.link.0));
+                            got.push(f.link);
+                        }
+                    }
+                    got.sort();
+                    got
+                })
+            })
+        });
+        ready_rx.recv_timeout(Duration::from_secs(5)).unwrap();
+        topo.host(0).ns().run(|| {
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .unwrap();
+            rt.block_on(async {
+                let (tx, _rx) = mpsc::channel(16);
+                let mut m = Media::new();
+                m.add_udp("mcast", &mcast, tx.clone()).unwrap();
+                m.add_udp("bcast", &bcast, tx.clone()).unwrap();
+                m.add_udp("mcast6", &mcast6, tx).unwrap();
+                // Repeat for a while: the receiver's group join may still be settling.
+                for _ in 0..50 {
+                    for l in 0..3u8 {
+                        m.send(Some(LinkId(l)), &test_frame(l));
+                    }
+                    tokio::time::sleep(Duration::from_millis(20)).await;
+                }
+            })
+        });
+        let got = receiver.join().unwrap();
+        assert_eq!(got, vec![LinkId(0), LinkId(1), LinkId(2)]);
+    });
+}

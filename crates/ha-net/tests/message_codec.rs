@@ -131,6 +131,7 @@ fn header() -> Header {
         kind: 0,
         cluster: ClusterId::from_name("c"),
         key_id: 0,
+        link: ha_core::LinkId(0),
         sender: NodeId(1),
         dest: None,
         incarnation: 1,

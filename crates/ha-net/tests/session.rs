@@ -7,7 +7,7 @@ use bytes::Bytes;
 use ha_core::model::{AuthAlgorithm, AuthKey, AuthSpec};
 use ha_core::{LinkId, NodeId, Timestamp};
 use ha_net::auth::{Keyring, ReplayError, ReplayWindow};
-use ha_net::session::{self, Drop, Session, SessionConfig};
+use ha_net::session::{self, Dropped, Session, SessionConfig};
 use ha_net::wire::codec::EncodeTooLong;
 use ha_net::wire::{self, Body, ClusterId, DecodeError, Header, Reader, WireMessage, Writer};
 use proptest::prelude::*;
@@ -99,7 +99,7 @@ fn session(me: NodeId, inc: u64, kr: Keyring) -> Session<TestMsg> {
     Session::new(cfg, kr)
 }
 
-fn frames(s: &mut Session<TestMsg>) -> Vec<Bytes> {
+fn frames(s: &mut Session<TestMsg>) -> Vec<(LinkId, Bytes)> {
     std::iter::from_fn(|| s.poll_transmit()).collect()
 }
 
@@ -117,9 +117,9 @@ fn pump(
     mut lose: impl FnMut(usize) -> bool,
 ) -> usize {
     let mut n = 0;
-    for (i, f) in frames(from).into_iter().enumerate() {
+    for (i, (link, f)) in frames(from).into_iter().enumerate() {
         if !lose(i) {
-            let _ = to.receive(now, LinkId(0), &f);
+            let _ = to.receive(now, link, &f);
             n += 1;
         }
     }
@@ -139,8 +139,8 @@ fn ctl(id: u32) -> TestMsg {
 
 /// Exchange heartbeats so both sides know each other.
 fn introduce(a: &mut Session<TestMsg>, b: &mut Session<TestMsg>, now: Timestamp) {
-    a.send(now, None, beat(0)).unwrap();
-    b.send(now, None, beat(0)).unwrap();
+    a.send(now, None, None, beat(0)).unwrap();
+    b.send(now, None, None, beat(0)).unwrap();
     pump(a, b, now, |_| false);
     pump(b, a, now, |_| false);
     delivered(a);
@@ -178,6 +178,7 @@ fn header(sender: u16, dest: Option<u16>, inc: u64, seq: u64, ctl: u64) -> Heade
         kind: 0,
         cluster: cluster(),
         key_id: 0,
+        link: LinkId(0),
         sender: NodeId(sender),
         dest: dest.map(NodeId),
         incarnation: inc,
@@ -227,7 +228,7 @@ proptest! {
         let kr = keyring();
         let f = session::seal(&kr, &header(1, None, 1, 1, 0), &body).unwrap();
         let n = cut.index(f.len());
-        prop_assert!(matches!(session::open::<TestMsg>(&kr, &f[..n]), Err(Drop::Malformed(_))));
+        prop_assert!(matches!(session::open::<TestMsg>(&kr, &f[..n]), Err(Dropped::Malformed(_))));
     }
 
     /// Control messages arrive exactly once and in order despite random loss.
@@ -238,7 +239,7 @@ proptest! {
         let mut now = Timestamp::from_millis(1);
         introduce(&mut a, &mut b, now);
         for id in 0..n {
-            a.send(now, None, ctl(id)).unwrap();
+            a.send(now, None, None, ctl(id)).unwrap();
         }
         let mut got = Vec::new();
         let mut k = 0usize;
@@ -249,7 +250,7 @@ proptest! {
             pump(&mut b, &mut a, now, &mut lose);
             now += Duration::from_millis(20);
             if round % 3 == 0 {
-                a.send(now, None, beat(round)).unwrap();
+                a.send(now, None, None, beat(round)).unwrap();
             }
             a.handle_timeout(now);
             b.handle_timeout(now);
@@ -281,7 +282,7 @@ fn heartbeats_are_delivered_and_unreliable() {
     let mut b = session(B, 2, keyring());
     let now = Timestamp::from_millis(5);
     introduce(&mut a, &mut b, now);
-    a.send(now, None, beat(7)).unwrap();
+    a.send(now, None, None, beat(7)).unwrap();
     pump(&mut a, &mut b, now, |_| false);
     assert_eq!(delivered(&mut b), vec![beat(7)]);
     assert_eq!(a.pending_control(), 0);
@@ -296,16 +297,66 @@ fn replayed_frames_are_dropped_and_counted() {
     let mut b = session(B, 2, keyring());
     let now = Timestamp::from_millis(5);
     introduce(&mut a, &mut b, now);
-    a.send(now, None, ctl(1)).unwrap();
+    a.send(now, None, None, ctl(1)).unwrap();
     let f = frames(&mut a);
-    b.receive(now, LinkId(0), &f[0]).unwrap();
+    b.receive(now, LinkId(0), &f[0].1).unwrap();
     assert_eq!(delivered(&mut b), vec![ctl(1)]);
     assert_eq!(
-        b.receive(now, LinkId(1), &f[0]),
-        Err(Drop::Replay(ReplayError::Replay))
+        b.receive(now, LinkId(0), &f[0].1),
+        Err(Dropped::Replay(ReplayError::Replay))
     );
     assert!(delivered(&mut b).is_empty());
     assert_eq!(b.counters().replayed, 1);
+}
+
+/// With two links every frame goes out twice, as distinct frames: each copy is accepted on
+/// its own link (so both links count as alive), the message is delivered once, and a copy
+/// replayed onto the other link is refused.
+#[test]
+fn redundant_links_carry_distinct_copies() {
+    let mk = |me, inc| {
+        let mut cfg = SessionConfig::new(cluster(), me, inc, vec![A, B]);
+        cfg.links = 2;
+        Session::<TestMsg>::new(cfg, keyring())
+    };
+    let (mut a, mut b) = (mk(A, 1), mk(B, 2));
+    let now = Timestamp::from_millis(5);
+    a.send(now, None, None, beat(1)).unwrap();
+    a.send(now, None, None, ctl(7)).unwrap();
+    let f = frames(&mut a);
+    assert_eq!(
+        f.iter().map(|(l, _)| *l).collect::<Vec<_>>(),
+        vec![LinkId(0), LinkId(1), LinkId(0), LinkId(1)]
+    );
+    for (l, fr) in &f {
+        b.receive(now, *l, fr).unwrap();
+    }
+    let got: Vec<_> = std::iter::from_fn(|| b.poll_delivered())
+        .map(|d| (d.link, d.message))
+        .collect();
+    // Heartbeats are delivered per link (liveness per link); the control message once.
+    assert_eq!(
+        got,
+        vec![
+            (LinkId(0), beat(1)),
+            (LinkId(1), beat(1)),
+            (LinkId(0), ctl(7))
+        ]
+    );
+    assert_eq!(b.counters().duplicates, 1);
+    assert_eq!(
+        b.receive(now, LinkId(1), &f[0].1),
+        Err(Dropped::WrongLink {
+            sent: LinkId(0),
+            received: LinkId(1)
+        })
+    );
+    assert_eq!(b.counters().wrong_link, 1);
+    // Sending on one link only.
+    a.send(now, None, Some(LinkId(1)), beat(2)).unwrap();
+    let f = frames(&mut a);
+    assert_eq!(f.len(), 1);
+    assert_eq!(f[0].0, LinkId(1));
 }
 
 #[test]
@@ -314,16 +365,16 @@ fn restarted_peer_is_accepted_and_old_incarnation_refused() {
     let mut b = session(B, 2, keyring());
     let now = Timestamp::from_millis(5);
     introduce(&mut a, &mut b, now);
-    a.send(now, None, beat(1)).unwrap();
+    a.send(now, None, None, beat(1)).unwrap();
     let old = frames(&mut a);
     // A restarts with a higher incarnation.
     let mut a2 = session(A, 3, keyring());
-    a2.send(now, None, beat(2)).unwrap();
+    a2.send(now, None, None, beat(2)).unwrap();
     pump(&mut a2, &mut b, now, |_| false);
     assert_eq!(delivered(&mut b), vec![beat(2)]);
     assert_eq!(
-        b.receive(now, LinkId(0), &old[0]),
-        Err(Drop::Replay(ReplayError::StaleIncarnation))
+        b.receive(now, LinkId(0), &old[0].1),
+        Err(Dropped::Replay(ReplayError::StaleIncarnation))
     );
     assert_eq!(b.counters().stale_incarnation, 1);
 }
@@ -335,26 +386,26 @@ fn wrong_key_unknown_node_cluster_and_garbage_are_dropped() {
     // Same key id, different secret.
     let other = Keyring::from_spec(&spec(1, &[(1, AuthAlgorithm::HmacSha256, "guess")])).unwrap();
     let mut evil = session(A, 9, other);
-    evil.send(now, None, ctl(1)).unwrap();
+    evil.send(now, None, None, ctl(1)).unwrap();
     pump(&mut evil, &mut b, now, |_| false);
     // Unknown key id.
     let k7 = Keyring::from_spec(&spec(7, &[(7, AuthAlgorithm::HmacSha256, "s3cret")])).unwrap();
     let mut evil7 = session(A, 9, k7);
-    evil7.send(now, None, ctl(1)).unwrap();
+    evil7.send(now, None, None, ctl(1)).unwrap();
     pump(&mut evil7, &mut b, now, |_| false);
     // Right key, node 3 not in the cluster.
     let mut stranger = Session::<TestMsg>::new(
         SessionConfig::new(cluster(), NodeId(3), 1, vec![A, B, NodeId(3)]),
         keyring(),
     );
-    stranger.send(now, None, ctl(1)).unwrap();
+    stranger.send(now, None, None, ctl(1)).unwrap();
     pump(&mut stranger, &mut b, now, |_| false);
     // Right key, other cluster.
     let mut foreign = Session::<TestMsg>::new(
         SessionConfig::new(ClusterId::from_name("other"), A, 1, vec![A, B]),
         keyring(),
     );
-    foreign.send(now, None, ctl(1)).unwrap();
+    foreign.send(now, None, None, ctl(1)).unwrap();
     pump(&mut foreign, &mut b, now, |_| false);
     // Garbage and an unsigned frame.
     let _ = b.receive(now, LinkId(0), b"HA\x01garbage");
@@ -365,7 +416,7 @@ fn wrong_key_unknown_node_cluster_and_garbage_are_dropped() {
     })
     .unwrap();
     let mut unsigned = session(A, 9, none);
-    unsigned.send(now, None, ctl(1)).unwrap();
+    unsigned.send(now, None, None, ctl(1)).unwrap();
     pump(&mut unsigned, &mut b, now, |_| false);
 
     assert!(delivered(&mut b).is_empty());
@@ -396,15 +447,15 @@ fn key_rotation_accepts_every_known_key() {
     let mut a = session(A, 1, Keyring::from_spec(&spec(2, &keys)).unwrap());
     let mut b = session(B, 2, Keyring::from_spec(&spec(1, &keys)).unwrap());
     introduce(&mut a, &mut b, now);
-    a.send(now, None, beat(1)).unwrap();
-    b.send(now, None, beat(2)).unwrap();
+    a.send(now, None, None, beat(1)).unwrap();
+    b.send(now, None, None, beat(2)).unwrap();
     pump(&mut a, &mut b, now, |_| false);
     pump(&mut b, &mut a, now, |_| false);
     assert_eq!(delivered(&mut b), vec![beat(1)]);
     assert_eq!(delivered(&mut a), vec![beat(2)]);
     // A node that dropped the old key refuses frames signed with it.
     let mut c = session(A, 5, Keyring::from_spec(&spec(2, &keys[1..])).unwrap());
-    b.send(now, None, beat(3)).unwrap();
+    b.send(now, None, None, beat(3)).unwrap();
     pump(&mut b, &mut c, now, |_| false);
     assert!(delivered(&mut c).is_empty());
     assert_eq!(c.counters().unknown_key, 1);
@@ -428,7 +479,7 @@ fn running_without_keys_needs_opt_in() {
     assert!(session::open::<TestMsg>(&none, &f).is_ok());
     assert!(matches!(
         session::open::<TestMsg>(&kr, &f),
-        Err(Drop::Auth(ha_net::auth::AuthError::Unauthenticated))
+        Err(Dropped::Auth(ha_net::auth::AuthError::Unauthenticated))
     ));
 }
 
@@ -438,10 +489,10 @@ fn lost_last_control_message_is_recovered_via_heartbeat_nack() {
     let mut b = session(B, 2, keyring());
     let mut now = Timestamp::from_millis(5);
     introduce(&mut a, &mut b, now);
-    a.send(now, None, ctl(1)).unwrap();
+    a.send(now, None, None, ctl(1)).unwrap();
     pump(&mut a, &mut b, now, |_| true); // lost
     now += Duration::from_millis(10);
-    a.send(now, None, beat(1)).unwrap(); // carries ctl position 1
+    a.send(now, None, None, beat(1)).unwrap(); // carries ctl position 1
     pump(&mut a, &mut b, now, |_| false);
     assert_eq!(delivered(&mut b), vec![beat(1)]);
     assert_eq!(b.counters().nacks_sent, 1);
@@ -459,7 +510,7 @@ fn unacknowledged_control_is_given_up_after_max_resends() {
     let mut b = session(B, 2, keyring());
     let mut now = Timestamp::from_millis(5);
     introduce(&mut a, &mut b, now);
-    a.send(now, None, ctl(1)).unwrap();
+    a.send(now, None, None, ctl(1)).unwrap();
     for _ in 0..10 {
         now += Duration::from_millis(100);
         a.handle_timeout(now);
@@ -469,7 +520,7 @@ fn unacknowledged_control_is_given_up_after_max_resends() {
     assert_eq!(a.counters().control_lost, 1);
     // B, which lost everything, asks later and is told to skip.
     frames(&mut a);
-    a.send(now, None, beat(1)).unwrap();
+    a.send(now, None, None, beat(1)).unwrap();
     pump(&mut a, &mut b, now, |_| false);
     pump(&mut b, &mut a, now, |_| false);
     pump(&mut a, &mut b, now, |_| false);
@@ -483,8 +534,8 @@ fn addressed_messages_reach_only_their_addressee() {
     let mut b = session(B, 2, keyring());
     let now = Timestamp::from_millis(5);
     introduce(&mut a, &mut b, now);
-    a.send(now, Some(NodeId(3)), ctl(1)).unwrap();
-    a.send(now, Some(B), ctl(2)).unwrap();
+    a.send(now, Some(NodeId(3)), None, ctl(1)).unwrap();
+    a.send(now, Some(B), None, ctl(2)).unwrap();
     pump(&mut a, &mut b, now, |_| false);
     assert_eq!(delivered(&mut b), vec![ctl(2)]);
 }

@@ -153,6 +153,29 @@ fn panic_inside_a_test_still_cleans_up() {
 }
 
 #[test]
+fn spawned_process_is_killed_on_drop() {
+    if !testkit::privileged("spawned_process_is_killed_on_drop") {
+        return;
+    }
+    let topo = Topology::star(1).unwrap();
+    let mut child = topo.host(0).ns().spawn("sleep", &["30"]).unwrap();
+    let pid = child.child().unwrap().id();
+    let proc_dir = std::path::PathBuf::from(format!("/proc/{pid}"));
+    // `ip netns exec` enters h0's namespace, then execs sleep under the same pid.
+    let own_link = std::fs::read_link("/proc/self/ns/net").unwrap();
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while std::fs::read_link(proc_dir.join("ns/net")).unwrap() == own_link {
+        assert!(
+            Instant::now() < deadline,
+            "the process never entered the namespace"
+        );
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    drop(child);
+    assert!(!proc_dir.exists(), "process {pid} survived its guard");
+}
+
+#[test]
 fn public_subnets_are_refused() {
     let err = Topology::builder()
         .subnet_v4([8, 8, 8])

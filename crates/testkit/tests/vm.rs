@@ -212,8 +212,8 @@ fn two_vms_ping_over_udp_link() {
 }
 
 #[test]
-fn disk_and_netem_work_in_guest() {
-    let Some(img) = image("disk_and_netem_work_in_guest") else {
+fn disk_netem_and_netns_work_in_guest() {
+    let Some(img) = image("disk_netem_and_netns_work_in_guest") else {
         return;
     };
     let dir = tempfile::tempdir().unwrap();
@@ -229,7 +229,11 @@ fn disk_and_netem_work_in_guest() {
         .command(
             "set -e; mkfs.ext4 -q /dev/vda; mount /dev/vda /mnt; echo on-disk >/mnt/f; umount /mnt\n\
              tc qdisc add dev lo root netem delay 50ms\n\
-             ping -c1 -W3 127.0.0.1 | grep -o 'time=[0-9.]*' | cut -d= -f2",
+             ping -c1 -W3 127.0.0.1 | grep -o 'time=[0-9.]*' | cut -d= -f2\n\
+             ip netns add a; ip link add va type veth peer name vb netns a\n\
+             ip addr add 10.9.0.1/24 dev va; ip link set va up\n\
+             ip -n a addr add 10.9.0.2/24 dev vb; ip -n a link set vb up\n\
+             ip netns exec a ping -c1 -W3 10.9.0.1 >/dev/null && echo netns-ok",
         )
         .timeout(Duration::from_secs(60))
         .run()
@@ -243,7 +247,10 @@ fn disk_and_netem_work_in_guest() {
     let raw = std::fs::read(&disk).unwrap();
     assert_eq!(&raw[1080..1082], &[0x53, 0xef]);
     // netem on lo delays both the request and the reply.
-    let rtt_ms: f64 = out.stdout.trim().parse().unwrap();
+    let mut lines = out.stdout.lines();
+    let rtt_ms: f64 = lines.next().unwrap().parse().unwrap();
+    // Network namespaces work inside the guest too (e.g. real servers behind an IPVS director).
+    assert_eq!(lines.next(), Some("netns-ok"));
     assert!(
         rtt_ms >= 100.0,
         "rtt {rtt_ms} ms with 2 x 50 ms netem delay"

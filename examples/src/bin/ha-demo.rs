@@ -41,13 +41,18 @@ fn demo_model() -> ClusterModel {
         .names(&["alpha", "beta"])
         .quorum(QuorumMode::TwoNode)
         .auto_failback(true)
-        .group("nfs", &["vip", "drbd-disk", "filesystem", "nfs-server"], Some(1))
+        .group(
+            "nfs",
+            &["vip", "drbd-disk", "filesystem", "nfs-server"],
+            Some(1),
+        )
         .build()
 }
 
 fn simulated(seed: u64) -> Result<()> {
     let model = demo_model();
-    let names: BTreeMap<NodeId, String> = model.nodes.iter().map(|n| (n.id, n.name.clone())).collect();
+    let names: BTreeMap<NodeId, String> =
+        model.nodes.iter().map(|n| (n.id, n.name.clone())).collect();
     let t = model.timing;
     println!(
         "ha-demo: two-node NFS cluster, simulated (seed {seed}); keepalive {} ms, deadtime {} ms",
@@ -55,7 +60,10 @@ fn simulated(seed: u64) -> Result<()> {
         t.deadtime.as_millis()
     );
     println!("group nfs = vip -> drbd-disk -> filesystem -> nfs-server, preferred node alpha\n");
-    let cfg = SimConfig { record: true, ..SimConfig::default() };
+    let cfg = SimConfig {
+        record: true,
+        ..SimConfig::default()
+    };
     let mut sim = Sim::new(model, cfg, seed)?;
     let alpha = NodeId(1);
     let nfs = GroupId::from("nfs");
@@ -75,7 +83,10 @@ fn simulated(seed: u64) -> Result<()> {
     }
     println!();
     match sim.running_on(&nfs) {
-        Some(n) => println!("end: nfs runs on {}", names.get(&n).map_or("?", String::as_str)),
+        Some(n) => println!(
+            "end: nfs runs on {}",
+            names.get(&n).map_or("?", String::as_str)
+        ),
         None => println!("end: nfs is not running"),
     }
     if !sim.violations().is_empty() {
@@ -96,31 +107,58 @@ fn describe(e: &LogEntry, names: &BTreeMap<NodeId, String>) -> Option<String> {
         LogKind::Fault(Fault::Restart(_)) => "*** node powered on again ***".into(),
         LogKind::Fault(_) => return None,
         LogKind::Fenced(_) => "fenced".into(),
-        LogKind::Action(a) if a.op != ResourceOp::Monitor => format!("  {} {} ...", a.op, a.resource),
+        LogKind::Action(a) if a.op != ResourceOp::Monitor => {
+            format!("  {} {} ...", a.op, a.resource)
+        }
         LogKind::Action(_) => return None,
-        LogKind::ActionDone { resource, op, code, .. } if *op != ResourceOp::Monitor => {
-            let outcome = if *code == OcfCode::Success { "ok".to_owned() } else { format!("{code:?}") };
+        LogKind::ActionDone {
+            resource, op, code, ..
+        } if *op != ResourceOp::Monitor => {
+            let outcome = if *code == OcfCode::Success {
+                "ok".to_owned()
+            } else {
+                format!("{code:?}")
+            };
             format!("  {op} {resource}: {outcome}")
         }
         LogKind::ActionDone { .. } => return None,
         LogKind::Event(ev) => match ev {
             Event::PeerUp { node } => format!("peer {} is up", name(node)),
-            Event::PeerDown { node } => format!("peer {} declared DEAD (no heartbeat for deadtime)", name(node)),
+            Event::PeerDown { node } => format!(
+                "peer {} declared DEAD (no heartbeat for deadtime)",
+                name(node)
+            ),
             Event::PeerRestarted { node, old, new } => {
-                format!("peer {} restarted (incarnation {old} -> {new}): its old resources are gone", name(node))
+                format!(
+                    "peer {} restarted (incarnation {old} -> {new}): its old resources are gone",
+                    name(node)
+                )
             }
             Event::ViewChanged { view, members } => {
                 let m: Vec<String> = members.iter().map(name).collect();
                 format!("membership view {view}: [{}]", m.join(", "))
             }
-            Event::QuorumChanged { quorate, votes, total } => {
-                format!("quorum {} ({votes}/{total} votes)", if *quorate { "gained" } else { "lost" })
+            Event::QuorumChanged {
+                quorate,
+                votes,
+                total,
+            } => {
+                format!(
+                    "quorum {} ({votes}/{total} votes)",
+                    if *quorate { "gained" } else { "lost" }
+                )
             }
             Event::LateHeartbeat { peer, delay, .. } => {
-                format!("late heartbeat from {} ({} ms)", name(peer), delay.as_millis())
+                format!(
+                    "late heartbeat from {} ({} ms)",
+                    name(peer),
+                    delay.as_millis()
+                )
             }
             Event::StallDetected { delay } => format!("stall detected ({} ms)", delay.as_millis()),
-            Event::GroupClaimed { group } => format!("claims {group} (TakeoverRequest to live peers)"),
+            Event::GroupClaimed { group } => {
+                format!("claims {group} (TakeoverRequest to live peers)")
+            }
             Event::TakeoverRequested { group, from } => {
                 format!("TakeoverRequest for {group} from {}", name(from))
             }
@@ -128,15 +166,30 @@ fn describe(e: &LogEntry, names: &BTreeMap<NodeId, String>) -> Option<String> {
                 format!("releases {group} to {}: sends TakeoverResponse", name(to))
             }
             Event::GroupGranted { .. } => return None,
-            Event::TakeoverGranted { group, by } => format!("TakeoverResponse for {group} from {}", name(by)),
-            Event::Failover { group, from, .. } => format!("FAILOVER: takes over {group} from dead {}", name(from)),
+            Event::TakeoverGranted { group, by } => {
+                format!("TakeoverResponse for {group} from {}", name(by))
+            }
+            Event::Failover { group, from, .. } => {
+                format!("FAILOVER: takes over {group} from dead {}", name(from))
+            }
             Event::GroupStarting { group } => format!("starting {group} (left to right)"),
             Event::GroupRunning { group } => format!("{group} is RUNNING here"),
-            Event::GroupStopping { group, reason } => format!("stopping {group} (right to left), reason: {reason:?}"),
+            Event::GroupStopping { group, reason } => {
+                format!("stopping {group} (right to left), reason: {reason:?}")
+            }
             Event::GroupStopped { group } => format!("{group} stopped"),
-            Event::GroupFailed { group, resource, op, code } => format!("{group}: {op} {resource} failed: {code:?}"),
+            Event::GroupFailed {
+                group,
+                resource,
+                op,
+                code,
+            } => format!("{group}: {op} {resource} failed: {code:?}"),
             Event::FenceRequested { node } => format!("fencing {}", name(node)),
-            Event::Fenced { node, ok } => format!("fencing {}: {}", name(node), if *ok { "done" } else { "FAILED" }),
+            Event::Fenced { node, ok } => format!(
+                "fencing {}: {}",
+                name(node),
+                if *ok { "done" } else { "FAILED" }
+            ),
             Event::StandbyDone => "standby done".into(),
             Event::PingChanged { reachable } => format!("ping nodes reachable: {reachable}"),
             Event::LinkUp { .. } | Event::LinkDown { .. } => return None,

@@ -2,12 +2,18 @@
 
 use anyhow::bail;
 
+mod failover;
+
 /// Known benchmarks and what they measure.
-const BENCHES: &[(&str, &str)] = &[];
+const BENCHES: &[(&str, &str)] = &[(
+    "failover",
+    "failover time of ours vs keepalived (netns), false failovers under load, idle CPU",
+)];
 
 /// Run the benchmark `name`.
-pub fn run(name: &str, _args: &[String]) -> anyhow::Result<()> {
+pub fn run(name: &str, args: &[String]) -> anyhow::Result<()> {
     match name {
+        "failover" => failover::run(args),
         "list" => {
             for (n, what) in BENCHES {
                 println!("{n:12} {what}");

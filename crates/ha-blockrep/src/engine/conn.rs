@@ -411,6 +411,9 @@ impl Engine {
                 let (eng, link) = (self.clone(), link.clone());
                 tokio::spawn(async move {
                     waits.wait().await;
+                    if eng.inner.dead.load(Ordering::SeqCst) {
+                        return; // simulated crash: a dead node writes nothing more
+                    }
                     // The Secondary keeps an activity log too: if it crashes with these
                     // writes in a volatile cache, the extents are resynced afterwards.
                     let r = match eng.al_begin(offset, len).await {
@@ -444,6 +447,9 @@ impl Engine {
                 let (eng, link) = (self.clone(), link.clone());
                 tokio::spawn(async move {
                     waits.wait().await;
+                    if eng.inner.dead.load(Ordering::SeqCst) {
+                        return; // simulated crash: a dead node writes nothing more
+                    }
                     let r = match eng.al_begin(offset, len).await {
                         Ok(()) => {
                             let r = if discard {
@@ -466,6 +472,9 @@ impl Engine {
                 let (eng, link) = (self.clone(), link.clone());
                 tokio::spawn(async move {
                     waits.wait().await;
+                    if eng.inner.dead.load(Ordering::SeqCst) {
+                        return; // simulated crash: a dead node writes nothing more
+                    }
                     if let Err(e) = eng.inner.dev.flush().await {
                         tracing::error!(error = %e, "flush for the peer failed");
                     }
@@ -484,6 +493,9 @@ impl Engine {
                 let (eng, link) = (self.clone(), link.clone());
                 tokio::spawn(async move {
                     waits.wait().await;
+                    if eng.inner.dead.load(Ordering::SeqCst) {
+                        return; // simulated crash: a dead node writes nothing more
+                    }
                     match eng.inner.dev.write(offset, &data, false).await {
                         Ok(()) => {
                             let (s, e) = Bitmap::bits_for_bytes(offset, len);
@@ -512,6 +524,9 @@ impl Engine {
                 let (eng, link) = (self.clone(), link.clone());
                 tokio::spawn(async move {
                     waits.wait().await;
+                    if eng.inner.dead.load(Ordering::SeqCst) {
+                        return; // simulated crash: a dead node writes nothing more
+                    }
                     let same = match eng.inner.dev.read(offset, len as usize).await {
                         Ok(d) => super::resync::digest(&d) == digest,
                         Err(_) => false,
@@ -538,6 +553,12 @@ impl Engine {
                 let (s, e) = Bitmap::bits_for_bytes(offset, u64::from(len));
                 self.inner.bitmap().set_range(s, e, false);
                 link.rs_window.add_permits((e - s) as usize);
+            }
+            Packet::SyncUuid { uuid } => {
+                let mut md = self.inner.md.lock().await;
+                md.sb.uuids.current = uuid;
+                md.sb.uuids.bitmap = 0;
+                md.write_sb().await?;
             }
             Packet::SyncDone { uuids } => {
                 // Every resync write is already durable (acks wait for a flush); flush once
@@ -572,6 +593,9 @@ impl Engine {
                 let (eng, link) = (self.clone(), link.clone());
                 tokio::spawn(async move {
                     waits.wait().await;
+                    if eng.inner.dead.load(Ordering::SeqCst) {
+                        return; // simulated crash: a dead node writes nothing more
+                    }
                     let equal = match eng.inner.dev.read(offset, len as usize).await {
                         Ok(d) => super::resync::digest(&d) == digest,
                         Err(_) => false,
@@ -677,6 +701,10 @@ impl Engine {
         exit: Exit,
         peer: Option<std::net::SocketAddr>,
     ) {
+        if self.inner.dead.load(Ordering::SeqCst) {
+            // Simulated crash: the node is gone, it updates nothing.
+            return;
+        }
         let was_established = link.is_some();
         let swept = link.as_ref().map(|l| l.close()).unwrap_or(0);
         if let Some(l) = &link {
@@ -699,6 +727,9 @@ impl Engine {
                 }
                 Exit::Retry(reason) => {
                     tracing::info!(resource = %self.inner.cfg.name, ?peer, swept, "connection lost: {reason}");
+                    if was_established {
+                        st.last_error = Some(format!("connection lost: {reason}"));
+                    }
                     st.conn = if st.want_connect {
                         ConnState::WFConnection
                     } else {
@@ -710,6 +741,9 @@ impl Engine {
         };
         if was_established {
             let mut md = self.inner.md.lock().await;
+            if self.inner.dead.load(Ordering::SeqCst) {
+                return;
+            }
             if role == Role::Primary {
                 // The peer falls behind from here: start a new generation so the UUIDs
                 // tell who is ahead at the next handshake.

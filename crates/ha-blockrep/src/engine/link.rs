@@ -211,8 +211,14 @@ impl Link {
         self.stop.notify_one();
     }
 
-    /// Abort every task of this connection.
+    /// Abort every task of this connection and end its reader loop.
     pub(crate) fn kill(&self) {
+        self.abort_tasks();
+        self.stop.notify_one();
+    }
+
+    /// Abort every task of this connection (nothing else: used for simulated crashes).
+    pub(crate) fn abort_tasks(&self) {
         for t in self
             .tasks
             .lock()
@@ -221,7 +227,6 @@ impl Link {
         {
             t.abort();
         }
-        self.stop.notify_one();
     }
 
     fn unflushed(&self) -> std::sync::MutexGuard<'_, Vec<(u64, u32)>> {

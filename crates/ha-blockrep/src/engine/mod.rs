@@ -787,7 +787,8 @@ impl Engine {
             t.abort();
         }
         if let Some(l) = link {
-            l.kill();
+            // No orderly teardown: a crashed node writes no metadata.
+            l.abort_tasks();
         }
     }
 

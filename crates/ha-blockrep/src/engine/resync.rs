@@ -82,6 +82,22 @@ pub(crate) async fn run_source(eng: Engine, link: Arc<Link>) {
 }
 
 async fn source(eng: &Engine, link: &Arc<Link>) -> Result<()> {
+    // A fresh sync generation (DRBD's sync UUID): our bitmap UUID and the target's current
+    // UUID both become it, so if this resync is interrupted the next handshake finds
+    // "my bitmap == peer's current" and resumes from the bitmap instead of starting over.
+    let sync_uuid = {
+        let mut md = eng.inner.md.lock().await;
+        let old = md.sb.uuids.bitmap;
+        let u = if old != 0 && old != crate::meta::superblock::UUID_JUST_CREATED {
+            old.wrapping_add(1 << 48)
+        } else {
+            super::new_uuid()
+        };
+        md.sb.uuids.bitmap = u;
+        md.write_sb().await?;
+        u
+    };
+    link.send(Packet::SyncUuid { uuid: sync_uuid });
     let mut pacer = ResyncPacer::new(eng.inner.cfg.rate, now(eng));
     let size = eng.inner.size;
     loop {

@@ -58,7 +58,16 @@ pub fn compare(me: &Side, peer: &Side, i_win_ties: bool) -> Relation {
     }
     if m.current == p.current {
         return match (me.crashed_primary, peer.crashed_primary) {
-            (false, false) => Relation::InSync,
+            // Same generation and nobody crashed as Primary: bits can only come from an
+            // activity log replayed after a crash as Secondary, i.e. that node's own data in
+            // those extents is suspect and it must receive them.
+            (false, false) => match (me.bits_set > 0, peer.bits_set > 0) {
+                (false, false) => Relation::InSync,
+                (true, false) => Relation::TargetBitmap,
+                (false, true) => Relation::SourceBitmap,
+                (true, true) if i_win_ties => Relation::SourceBitmap,
+                (true, true) => Relation::TargetBitmap,
+            },
             (true, false) => Relation::SourceBitmap,
             (false, true) => Relation::TargetBitmap,
             (true, true) if i_win_ties => Relation::SourceBitmap,
@@ -309,6 +318,19 @@ mod tests {
         );
         assert!(
             matches!(decide(&side(13, 0, 0), &side(14, 0, 0), &pol, true), Decision::Disconnect(m) if m.contains("unrelated"))
+        );
+    }
+
+    #[test]
+    fn crashed_secondary_receives_its_activity_log_extents() {
+        let pol = SbPolicies::default();
+        let mut a = side(10, 0, 0);
+        a.bits_set = 1024;
+        let b = side(10, 0, 0);
+        assert_eq!(decide(&a, &b, &pol, true), Decision::Target { full: false });
+        assert_eq!(
+            decide(&b, &a, &pol, false),
+            Decision::Source { full: false }
         );
     }
 

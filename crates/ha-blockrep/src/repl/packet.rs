@@ -153,6 +153,12 @@ pub enum Packet {
         /// Length.
         len: u32,
     },
+    /// Resync starts: the target takes `uuid` as its current generation, so an interrupted
+    /// resync resumes from the bitmap (the source's bitmap UUID is the same value).
+    SyncUuid {
+        /// The sync generation.
+        uuid: u64,
+    },
     /// Resync finished; the target adopts these generations.
     SyncDone {
         /// Source's UUIDs.
@@ -232,6 +238,7 @@ mod cmd {
     pub const PING: u16 = 21;
     pub const PING_ACK: u16 = 22;
     pub const DISCONNECT: u16 = 23;
+    pub const SYNC_UUID: u16 = 24;
 }
 
 fn put_uuids(b: &mut BytesMut, u: &Uuids) {
@@ -357,6 +364,10 @@ pub fn encode(p: &Packet) -> Bytes {
             b.put_u64(*offset);
             b.put_u32(*len);
             cmd::RS_ACK
+        }
+        Packet::SyncUuid { uuid } => {
+            b.put_u64(*uuid);
+            cmd::SYNC_UUID
         }
         Packet::SyncDone { uuids } => {
             put_uuids(&mut b, uuids);
@@ -568,6 +579,7 @@ pub fn decode_payload(c: u16, payload: &[u8]) -> Result<Packet, PacketError> {
             offset: r.u64()?,
             len: r.u32()?,
         },
+        cmd::SYNC_UUID => Packet::SyncUuid { uuid: r.u64()? },
         cmd::SYNC_DONE => Packet::SyncDone { uuids: r.uuids()? },
         cmd::OV_REQ => Packet::OvRequest {
             offset: r.u64()?,
@@ -738,6 +750,7 @@ mod tests {
                 .prop_map(|(offset, len)| Packet::RsDataRequest { offset, len }),
             (any::<u64>(), any::<u32>()).prop_map(|(offset, len)| Packet::RsAck { offset, len }),
             arb_uuids().prop_map(|uuids| Packet::SyncDone { uuids }),
+            any::<u64>().prop_map(|uuid| Packet::SyncUuid { uuid }),
             (any::<u64>(), any::<u32>(), any::<[u8; 32]>()).prop_map(|(offset, len, digest)| {
                 Packet::OvRequest {
                     offset,

@@ -76,11 +76,18 @@ pub async fn link(a: &Engine, b: &Engine) -> std::net::SocketAddr {
 pub async fn wait_established(a: &Engine, b: &Engine) {
     use ha_blockrep::state::ReplState;
     for e in [a, b] {
-        e.wait_for("established", Duration::from_secs(20), |s| {
-            s.repl == ReplState::Established
-        })
-        .await
-        .unwrap();
+        if let Err(err) = e
+            .wait_for("established", Duration::from_secs(20), |s| {
+                s.repl == ReplState::Established
+            })
+            .await
+        {
+            panic!(
+                "{err}; last errors: {:?} / {:?}",
+                a.last_error(),
+                b.last_error()
+            );
+        }
     }
 }
 

@@ -52,6 +52,24 @@ impl<'a> Source<'a> {
         config_error(self.path, self.line_of(span.start), field, message)
     }
 
+    /// An error about table `name` as a whole, at its `[name]` header (line 0 when the table
+    /// has no header of its own, e.g. only `[[auth.key]]` is written).
+    pub fn section_error(
+        &self,
+        name: &str,
+        field: impl Into<String>,
+        message: impl Into<String>,
+    ) -> Error {
+        let mut line = 0;
+        for (idx, text) in self.text.lines().enumerate() {
+            if header_name(text.trim()).as_deref() == Some(name) {
+                line = idx + 1;
+                break;
+            }
+        }
+        config_error(self.path, line, field, message)
+    }
+
     /// An error not tied to a place in the file (a missing section): line 0.
     pub fn error_nowhere(&self, field: impl Into<String>, message: impl Into<String>) -> Error {
         config_error(self.path, 0, field, message)

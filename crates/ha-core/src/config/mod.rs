@@ -19,9 +19,12 @@
 //!
 //! [`import_heartbeat`] reads a heartbeat v1 configuration (ha.cf, haresources, authkeys); see
 //! [`heartbeat`] for the mapping choices and [`haresources`] for resource ids and agents.
+//! [`to_toml_string`] writes any model as TOML that loads back to the same model, which makes
+//! the import a one-time migration.
 
 mod authkeys;
 pub mod duration;
+mod export;
 mod ha_cf;
 pub mod haresources;
 pub mod heartbeat;
@@ -31,6 +34,7 @@ mod toml_schema;
 pub mod validate;
 
 pub use duration::{format_duration, parse_duration, parse_heartbeat_time};
+pub use export::to_toml_string;
 pub use heartbeat::{
     HeartbeatText, ImportOptions, import_heartbeat, import_heartbeat_str, import_heartbeat_texts,
     import_heartbeat_with,

@@ -46,7 +46,7 @@ pub(crate) fn build(file: &FileToml, src: Source<'_>) -> Result<ClusterModel> {
     let base_dir = src.path.parent().map(Path::to_path_buf).unwrap_or_default();
     let ctx = Ctx { src, base_dir };
 
-    let cluster = file.cluster.get_ref();
+    let cluster = &file.cluster;
     validate::check_name("cluster name", cluster.name.get_ref())
         .map_err(|m| ctx.err(&cluster.name.span(), "cluster.name", m))?;
 
@@ -499,14 +499,13 @@ fn default_quorum(node_count: usize) -> QuorumMode {
     }
 }
 
-fn build_auth(ctx: &Ctx<'_>, auth: Option<&Spanned<AuthToml>>) -> Result<AuthSpec> {
-    let Some(auth_s) = auth else {
+fn build_auth(ctx: &Ctx<'_>, auth: Option<&AuthToml>) -> Result<AuthSpec> {
+    let Some(a) = auth else {
         return Err(ctx.src.error_nowhere(
             "auth",
             "no [auth] section: add [auth] with a [[auth.key]] id = 1, secret_file = \"...\" (or set insecure_no_auth = true in [auth] to run unauthenticated)",
         ));
     };
-    let a = auth_s.get_ref();
     let mut keys: Vec<AuthKey> = Vec::new();
     let mut seen: HashMap<u8, usize> = HashMap::new();
     for k in &a.key {
@@ -558,16 +557,16 @@ fn build_auth(ctx: &Ctx<'_>, auth: Option<&Spanned<AuthToml>>) -> Result<AuthSpe
         None if keys.len() == 1 => keys.first().map(|k| k.id),
         None if keys.is_empty() => None,
         None => {
-            return Err(ctx.err(
-                &auth_s.span(),
+            return Err(ctx.src.section_error(
+                "auth",
                 "auth.active",
                 "several keys are defined; say which one signs with `active = ID` in [auth]",
             ));
         }
     };
     if keys.is_empty() && !a.insecure_no_auth {
-        return Err(ctx.err(
-            &auth_s.span(),
+        return Err(ctx.src.section_error(
+            "auth",
             "auth.key",
             "no [[auth.key]] is defined; add one (id = 1, secret_file = \"...\") or set insecure_no_auth = true to run without authentication",
         ));

@@ -22,7 +22,8 @@ pub(crate) type Opt<T> = Option<Spanned<T>>;
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub(crate) struct FileToml {
-    pub cluster: Spanned<ClusterToml>,
+    // Not Spanned: toml cannot span implicit tables (`cluster.name = ...`, `[[auth.key]]` alone).
+    pub cluster: ClusterToml,
     #[serde(default)]
     pub ping_nodes: Vec<Spanned<String>>,
     #[serde(default)]
@@ -31,7 +32,7 @@ pub(crate) struct FileToml {
     pub link: Vec<Spanned<LinkToml>>,
     pub timing: Option<TimingToml>,
     pub policy: Option<PolicyToml>,
-    pub auth: Opt<AuthToml>,
+    pub auth: Option<AuthToml>,
     #[serde(default)]
     pub resource: Vec<Spanned<ResourceToml>>,
     #[serde(default)]

@@ -82,10 +82,11 @@ pub fn resolve_timing(
     t: TimingInput,
 ) -> Result<(Duration, Duration, Duration, Duration), (TimingField, String)> {
     let defaults = crate::model::Timing::default();
+    // Saturating arithmetic below: absurd values from a file must give an error, not a panic.
     let keepalive = t.keepalive.unwrap_or(defaults.keepalive);
     let deadtime = t.deadtime.unwrap_or(defaults.deadtime);
     let warntime = t.warntime.unwrap_or(deadtime / 2);
-    let initdead = t.initdead.unwrap_or(deadtime * 2);
+    let initdead = t.initdead.unwrap_or(deadtime.saturating_mul(2));
     let fmt = super::duration::format_duration;
     if keepalive.is_zero() {
         return Err((
@@ -94,11 +95,11 @@ pub fn resolve_timing(
         ));
     }
     // heartbeat refuses to start with deadtime <= 2 x keepalive: one lost packet would kill.
-    if deadtime <= keepalive * 2 {
+    if deadtime <= keepalive.saturating_mul(2) {
         let (field, fix) = if t.deadtime.is_some() {
             (
                 TimingField::Deadtime,
-                format!("raise deadtime above {}", fmt(keepalive * 2)),
+                format!("raise deadtime above {}", fmt(keepalive.saturating_mul(2))),
             )
         } else {
             (
@@ -139,11 +140,11 @@ pub fn resolve_timing(
                 "initdead {} is below deadtime {}; set it to at least 2 x deadtime ({})",
                 fmt(initdead),
                 fmt(deadtime),
-                fmt(deadtime * 2)
+                fmt(deadtime.saturating_mul(2))
             ),
         ));
     }
-    if initdead < deadtime * 2 {
+    if initdead < deadtime.saturating_mul(2) {
         tracing::warn!(
             "initdead {} is below 2 x deadtime: peers still booting may be declared dead",
             fmt(initdead)
@@ -218,6 +219,27 @@ mod tests {
         })
         .unwrap_err();
         assert_eq!(err.0, TimingField::Keepalive);
+    }
+
+    #[test]
+    fn huge_values_do_not_overflow() {
+        // Found by the fuzzer: `keepalive 0000...0001e20`-style values overflowed `* 2`.
+        let huge = Duration::new(u64::MAX, 0);
+        assert!(
+            resolve_timing(TimingInput {
+                keepalive: Some(huge),
+                ..Default::default()
+            })
+            .is_err()
+        );
+        assert!(
+            resolve_timing(TimingInput {
+                keepalive: Some(Duration::from_secs(1)),
+                deadtime: Some(huge),
+                ..Default::default()
+            })
+            .is_ok()
+        );
     }
 
     #[test]

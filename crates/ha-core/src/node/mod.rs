@@ -12,6 +12,8 @@
 //! acknowledged for [`crate::model::Timing::detection_floor`] minus a guard covering the stop
 //! time: K cannot declare the holder dead (and hand its grant to someone else) before that.
 
+mod grants;
+mod run;
 mod types;
 
 pub use types::*;
@@ -175,7 +177,7 @@ impl Node {
             })
             .max()
             .unwrap_or_default();
-        let guard = (stop_budget + timing.keepalive / 2).min(floor / 2);
+        let guard = (stop_budget + timing.keepalive / 4).min(floor / 3);
         let empty_reports: Vec<GroupReport> = model
             .groups
             .iter()
@@ -543,6 +545,7 @@ impl Node {
         let mut changed = p.ping_ok != hb.ping_ok || p.standby != hb.standby;
         p.ping_ok = hb.ping_ok;
         p.standby = hb.standby;
+        let mut granted = Vec::new();
         for r in hb.groups {
             if let Some(gi) = self.groups.iter().position(|g| g.id == r.group) {
                 if gi < ngroups && p.reports[gi] != r {
@@ -550,9 +553,23 @@ impl Node {
                     if matches!(r.state, GroupState::Running | GroupState::Starting) {
                         self.groups[gi].last_holder = Some(from);
                     }
+                    let g = &mut self.groups[gi];
+                    let mine = g.claim.map(|c| Grant {
+                        node: self.me,
+                        incarnation: my_inc,
+                        claim: c,
+                    });
+                    if mine.is_some() && r.grant == mine && !g.granted_by.contains(&from) {
+                        g.granted_by.push(from);
+                        granted.push(g.id.clone());
+                    }
                     p.reports[gi] = r;
                 }
             }
+        }
+        for group in granted {
+            info!(node = %self.me, %from, %group, "takeover granted");
+            self.event(Event::TakeoverGranted { group, by: from });
         }
         if changed {
             self.dirty = true;
@@ -577,7 +594,10 @@ impl Node {
         if self.groups[gi].last_request != Some((from, req.claim)) {
             self.groups[gi].last_request = Some((from, req.claim));
             info!(node = %self.me, %from, group = %req.group, "takeover requested");
-            self.event(Event::TakeoverRequested { group: req.group.clone(), from });
+            self.event(Event::TakeoverRequested {
+                group: req.group.clone(),
+                from,
+            });
         }
         self.outputs.push_back(Output::Send {
             to: Some(from),
@@ -675,117 +695,6 @@ impl Node {
                         peer: n,
                         link: l,
                         delay: d,
-                    });
-                }
-            }
-        }
-    }
-
-    fn on_action_done(
-        &mut self,
-        now: Timestamp,
-        gi: usize,
-        ri: usize,
-        op: ResourceOp,
-        code: OcfCode,
-    ) {
-        let nres = self.model.groups[gi].resources.len();
-        let rid = self.model.groups[gi].resources[ri].clone();
-        let severity = match op {
-            ResourceOp::Monitor => match code {
-                OcfCode::Success | OcfCode::RunningPromoted => Severity::Ok,
-                c => c.severity(op).max(Severity::Soft),
-            },
-            _ => code.severity(op),
-        };
-        let gid = self.groups[gi].id.clone();
-        if severity != Severity::Ok {
-            warn!(node = %self.me, group = %gid, resource = %rid, %op, ?code, "resource operation failed");
-            self.event(Event::GroupFailed {
-                group: gid.clone(),
-                resource: rid.clone(),
-                op,
-                code,
-            });
-        }
-        self.dirty = true;
-        self.hb_needed = true;
-        let g = &mut self.groups[gi];
-        match op {
-            ResourceOp::Start => {
-                if severity == Severity::Ok {
-                    g.step = ri + 1;
-                    if g.step >= nres {
-                        g.state = GroupState::Running;
-                        let interval: Vec<Option<Duration>> = self.model.groups[gi]
-                            .resources
-                            .iter()
-                            .map(|r| self.model.resources.get(r).and_then(|s| s.monitor_interval))
-                            .collect();
-                        for (d, i) in g.monitor_due.iter_mut().zip(interval) {
-                            *d = i.map(|i| now + i);
-                        }
-                        info!(node = %self.me, group = %gid, "group running");
-                        self.event(Event::GroupRunning { group: gid });
-                    }
-                } else {
-                    g.failures.push(now);
-                    match severity {
-                        Severity::Hard => g.banned = true,
-                        Severity::Fatal => g.fatal = true,
-                        // Pacemaker's start-failure-is-fatal: without a migration-threshold a
-                        // failed start bans the node.
-                        _ if self.model.policy.migration_threshold.is_none() => g.banned = true,
-                        _ => {}
-                    }
-                    // Roll back: stop the failed member and those before it, right to left.
-                    g.state = GroupState::Stopping;
-                    g.step = ri + 1;
-                    g.retry_at = Some(now + self.model.timing.keepalive);
-                    self.event(Event::GroupStopping {
-                        group: gid,
-                        reason: StopReason::Rollback,
-                    });
-                }
-            }
-            ResourceOp::Stop => {
-                if severity == Severity::Ok {
-                    g.step = ri;
-                    if g.step == 0 {
-                        g.state = GroupState::Stopped;
-                        info!(node = %self.me, group = %gid, "group stopped");
-                        self.event(Event::GroupStopped { group: gid });
-                    }
-                } else {
-                    // A failed stop leaves the group possibly active: keep it blocked here.
-                    g.state = GroupState::Failed;
-                    g.step = ri + 1;
-                }
-            }
-            ResourceOp::Monitor => {
-                if severity == Severity::Ok {
-                    let i = self
-                        .model
-                        .resources
-                        .get(&self.model.groups[gi].resources[ri])
-                        .and_then(|s| s.monitor_interval);
-                    g.monitor_due[ri] = i.map(|i| now + i);
-                } else if g.state == GroupState::Running {
-                    g.failures.push(now);
-                    match severity {
-                        Severity::Hard => g.banned = true,
-                        Severity::Fatal => g.fatal = true,
-                        _ => {}
-                    }
-                    g.restart = true;
-                    g.state = GroupState::Stopping;
-                    g.step = nres;
-                    for d in &mut g.monitor_due {
-                        *d = None;
-                    }
-                    self.event(Event::GroupStopping {
-                        group: gid,
-                        reason: StopReason::Restart,
                     });
                 }
             }
@@ -936,463 +845,6 @@ impl Node {
         }
     }
 
-    /// With fencing, the coordinator of a quorate partition fences every lost peer.
-    fn fence_lost_peers(&mut self, now: Timestamp) {
-        if !self.model.policy.fencing || !self.quorum.quorate || self.view.dc() != Some(self.me) {
-            return;
-        }
-        let lost: Vec<NodeId> = self
-            .peers
-            .iter()
-            .filter(|(n, p)| {
-                self.liveness
-                    .peer(**n)
-                    .is_some_and(|l| l.state == PeerState::Down)
-                    && !p.clean
-                    && !p.fence_pending
-                    && p.fence_retry_at.is_none_or(|t| now >= t)
-            })
-            .map(|(n, _)| *n)
-            .collect();
-        for n in lost {
-            if let Some(p) = self.peers.get_mut(&n) {
-                p.fence_pending = true;
-                p.fence_retry_at = None;
-            }
-            warn!(node = %self.me, target = %n, "fencing lost peer");
-            self.event(Event::FenceRequested { node: n });
-            self.outputs.push_back(Output::Fence { node: n });
-        }
-    }
-
-    /// Release grants that are no longer needed and issue new ones.
-    fn manage_grants(&mut self, now: Timestamp) {
-        let fencing = self.model.policy.fencing;
-        let blackout_over = now.saturating_since(self.boot) >= self.model.timing.detection_floor();
-        for gi in 0..self.groups.len() {
-            // Release.
-            if let Some(rec) = self.groups[gi].grant {
-                let to = rec.grant.node;
-                let release = if to == self.me {
-                    let g = &self.groups[gi];
-                    rec.grant.incarnation != self.incarnation
-                        || (g.claim != Some(rec.grant.claim) && g.state == GroupState::Stopped)
-                } else {
-                    match (self.peers.get(&to), self.liveness.peer(to)) {
-                        (Some(p), Some(l)) => {
-                            let r = &p.reports[gi];
-                            let acked = l.incarnation == rec.grant.incarnation
-                                && p.acked_me >= rec.seq
-                                && r.claim != Some(rec.grant.claim)
-                                && r.state == GroupState::Stopped;
-                            let restarted = l.incarnation != rec.grant.incarnation;
-                            let dead = l.state != PeerState::Up && (!fencing || p.clean);
-                            acked || restarted || dead || p.clean
-                        }
-                        _ => true,
-                    }
-                };
-                if release {
-                    debug!(node = %self.me, group = %self.groups[gi].id, to = %to, "grant released");
-                    self.groups[gi].grant = None;
-                    self.hb_needed = true;
-                }
-            }
-            // Issue.
-            if self.groups[gi].grant.is_some() || !blackout_over {
-                continue;
-            }
-            let Some(t) = self.targets[gi] else { continue };
-            let grant = if t == self.me {
-                self.groups[gi].claim.map(|c| Grant {
-                    node: t,
-                    incarnation: self.incarnation,
-                    claim: c,
-                })
-            } else {
-                let (Some(p), true) = (self.peers.get(&t), self.peer_up(t)) else {
-                    continue;
-                };
-                p.reports[gi].claim.map(|c| Grant {
-                    node: t,
-                    incarnation: p.incarnation,
-                    claim: c,
-                })
-            };
-            let Some(grant) = grant else { continue };
-            let seq = self.seq + 1;
-            self.groups[gi].grant = Some(GrantRec { grant, seq });
-            self.hb_needed = true;
-            let gid = self.groups[gi].id.clone();
-            info!(node = %self.me, group = %gid, to = %t, "group granted");
-            self.event(Event::GroupGranted {
-                group: gid.clone(),
-                to: t,
-            });
-            if t != self.me {
-                self.outputs.push_back(Output::Send {
-                    to: Some(t),
-                    link: None,
-                    msg: Message::TakeoverResponse(TakeoverResponse {
-                        group: gid,
-                        incarnation: self.incarnation,
-                        claim: grant.claim,
-                        granted: true,
-                        grant_seq: seq,
-                    }),
-                });
-            }
-        }
-    }
-
-    /// Start or withdraw a claim on a group.
-    fn manage_claim(&mut self, gi: usize) {
-        let want = self.want_run(gi);
-        let g = &mut self.groups[gi];
-        if want && g.claim.is_none() && !g.fatal {
-            let c = self.next_claim;
-            self.next_claim += 1;
-            g.claim = Some(c);
-            g.claim_sent_at = None;
-            g.responses.clear();
-            g.granted_by.clear();
-            self.hb_needed = true;
-            let gid = g.id.clone();
-            info!(node = %self.me, group = %gid, claim = c, "claiming group");
-            self.event(Event::GroupClaimed { group: gid });
-        } else if !want
-            && g.claim.is_some()
-            && g.state == GroupState::Stopped
-            && g.pending.is_none()
-        {
-            g.claim = None;
-            g.responses.clear();
-            self.hb_needed = true;
-        }
-    }
-
-    fn want_run(&self, gi: usize) -> bool {
-        self.targets[gi] == Some(self.me)
-            && self.quorum.quorate
-            && !self.standby
-            && !self.liveness.any_unknown()
-            && !self.groups[gi].fatal
-            // A restarted node may still be bound by grants of its previous life for a while.
-            && self.now.saturating_since(self.boot) >= self.model.timing.detection_floor()
-    }
-
-    /// Peers whose grant for our current claim on `gi` we hold.
-    fn granters(&self, gi: usize) -> Vec<NodeId> {
-        let g = &self.groups[gi];
-        let Some(c) = g.claim else { return Vec::new() };
-        let mine = Grant {
-            node: self.me,
-            incarnation: self.incarnation,
-            claim: c,
-        };
-        let mut out = Vec::new();
-        if g.grant.map(|r| r.grant) == Some(mine) {
-            out.push(self.me);
-        }
-        for (&n, p) in &self.peers {
-            let via_hb = p.reports[gi].grant == Some(mine);
-            let via_resp = g.responses.get(&n).is_some_and(|&s| s > p.hb_seq);
-            if via_hb || via_resp {
-                out.push(n);
-            }
-        }
-        out
-    }
-
-    /// Do we hold enough grants to run `gi`?
-    /// `holding`: keeping a running group rather than starting one. Without majority grants a
-    /// holder needs only its own grant (peers that joined since grant to it later).
-    fn grants_ok(&self, gi: usize, now: Timestamp, holding: bool) -> bool {
-        let granters = self.granters(gi);
-        if !granters.contains(&self.me) {
-            return false;
-        }
-        if self.majority_grants() {
-            let valid: Vec<NodeId> = granters
-                .into_iter()
-                .filter(|&n| {
-                    n == self.me
-                        || (self.peer_up(n)
-                            && self
-                                .peers
-                                .get(&n)
-                                .and_then(|p| p.lease_until)
-                                .is_some_and(|u| now < u))
-                })
-                .collect();
-            quorum::is_majority(quorum::votes(&self.model, &valid), self.model.total_votes())
-        } else {
-            holding || self.liveness.up_peers().all(|n| granters.contains(&n))
-        }
-    }
-
-    /// With fencing: every lost peer must be fenced before we start anything.
-    fn fencing_clear(&self) -> bool {
-        !self.model.policy.fencing || self.peers.iter().all(|(n, p)| self.peer_up(*n) || p.clean)
-    }
-
-    /// Mandatory order: every `first` of `gi` must run somewhere.
-    fn order_ok(&self, gi: usize) -> bool {
-        let id = &self.groups[gi].id;
-        self.model.constraints.iter().all(|c| match c {
-            Constraint::Order {
-                first,
-                then,
-                kind: OrderKind::Mandatory,
-            } if then == id => match self.groups.iter().position(|g| &g.id == first) {
-                Some(fi) => {
-                    self.location(fi).is_some() && self.groups[fi].state != GroupState::Starting
-                }
-                None => true,
-            },
-            _ => true,
-        })
-    }
-
-    fn decide(&self, gi: usize, now: Timestamp) -> Want {
-        let g = &self.groups[gi];
-        let frozen =
-            !self.quorum.quorate && self.model.policy.no_quorum_policy == NoQuorumPolicy::Freeze;
-        match g.state {
-            GroupState::Starting | GroupState::Running => {
-                if frozen {
-                    return Want::Nothing;
-                }
-                if self.standby {
-                    Want::Stop(StopReason::Standby)
-                } else if !self.quorum.quorate {
-                    Want::Stop(StopReason::NoQuorum)
-                } else if g.fatal
-                    || g.banned
-                    || self.targets[gi].is_none() && self.failcount(gi) > 0
-                {
-                    Want::Stop(StopReason::Failure)
-                } else if !self.grants_ok(gi, now, true) {
-                    // The leases behind our grants ran out: another node may get the group.
-                    if self.model.policy.no_quorum_policy == NoQuorumPolicy::Freeze {
-                        Want::Nothing
-                    } else {
-                        Want::Stop(StopReason::NoQuorum)
-                    }
-                } else if let Some(t) = self.targets[gi].filter(|&t| t != self.me) {
-                    // Takeover handshake: hand over only once the new node asks for it.
-                    let asks = self.peer_up(t)
-                        && self.peers.get(&t).is_some_and(|p| p.reports[gi].claim.is_some());
-                    if asks || g.last_request.is_some_and(|(n, _)| n == t) {
-                        Want::Stop(StopReason::Moved)
-                    } else {
-                        Want::Nothing
-                    }
-                } else {
-                    Want::Nothing
-                }
-            }
-            GroupState::Stopped => {
-                if self.want_run(gi)
-                    && g.retry_at.is_none_or(|t| now >= t)
-                    && self.grants_ok(gi, now, false)
-                    && self.fencing_clear()
-                    && self.order_ok(gi)
-                {
-                    Want::Start
-                } else {
-                    Want::Nothing
-                }
-            }
-            GroupState::Stopping | GroupState::Failed => Want::Nothing,
-        }
-    }
-
-    fn drive_groups(&mut self, now: Timestamp) {
-        // Continue transitions in progress, then begin stops (reverse order), then starts.
-        for k in 0..self.order.len() {
-            let gi = self.order[k];
-            if self.groups[gi].pending.is_none() {
-                self.continue_group(now, gi);
-            }
-        }
-        let busy = self
-            .groups
-            .iter()
-            .any(|g| matches!(g.state, GroupState::Starting | GroupState::Stopping));
-        if !busy {
-            for k in (0..self.order.len()).rev() {
-                let gi = self.order[k];
-                if self.groups[gi].pending.is_some() && self.groups[gi].state != GroupState::Running
-                {
-                    continue;
-                }
-                if let Want::Stop(reason) = self.decide(gi, now) {
-                    if self.groups[gi].pending.is_some() {
-                        continue; // a monitor is running; stop after it.
-                    }
-                    self.begin_stop(gi, reason);
-                    return;
-                }
-            }
-            for k in 0..self.order.len() {
-                let gi = self.order[k];
-                if self.groups[gi].pending.is_none() {
-                    if let Want::Start = self.decide(gi, now) {
-                        self.begin_start(gi);
-                        return;
-                    }
-                }
-            }
-        }
-        self.run_monitors(now);
-    }
-
-    fn begin_stop(&mut self, gi: usize, reason: StopReason) {
-        let nres = self.model.groups[gi].resources.len();
-        let g = &mut self.groups[gi];
-        g.step = if g.state == GroupState::Starting {
-            g.step
-        } else {
-            nres
-        };
-        g.state = GroupState::Stopping;
-        for d in &mut g.monitor_due {
-            *d = None;
-        }
-        if reason != StopReason::Restart {
-            g.restart = false;
-        }
-        let gid = g.id.clone();
-        info!(node = %self.me, group = %gid, ?reason, "stopping group");
-        self.event(Event::GroupStopping { group: gid, reason });
-        self.hb_needed = true;
-        self.continue_group(self.now, gi);
-    }
-
-    fn begin_start(&mut self, gi: usize) {
-        let gid = self.groups[gi].id.clone();
-        if let Some(from) = self.groups[gi].last_holder.filter(|&h| h != self.me) {
-            if !self.peer_up(from) {
-                info!(node = %self.me, group = %gid, %from, "failover");
-                self.event(Event::Failover {
-                    group: gid.clone(),
-                    from,
-                    to: self.me,
-                });
-            }
-        }
-        let g = &mut self.groups[gi];
-        g.state = GroupState::Starting;
-        g.step = 0;
-        g.restart = false;
-        g.last_holder = Some(self.me);
-        info!(node = %self.me, group = %gid, "starting group");
-        self.event(Event::GroupStarting { group: gid });
-        self.hb_needed = true;
-        self.continue_group(self.now, gi);
-    }
-
-    /// Issue the next action of a transition in progress, or finish it.
-    fn continue_group(&mut self, now: Timestamp, gi: usize) {
-        let nres = self.model.groups[gi].resources.len();
-        match self.groups[gi].state {
-            GroupState::Starting => {
-                let step = self.groups[gi].step;
-                if step >= nres {
-                    self.groups[gi].state = GroupState::Running;
-                    let gid = self.groups[gi].id.clone();
-                    self.event(Event::GroupRunning { group: gid });
-                } else if self.decide_abort_start(gi, now) {
-                    // Lost the right to run while starting: roll back.
-                    self.groups[gi].state = GroupState::Stopping;
-                    let gid = self.groups[gi].id.clone();
-                    self.event(Event::GroupStopping {
-                        group: gid,
-                        reason: StopReason::NoQuorum,
-                    });
-                    self.continue_group(now, gi);
-                } else {
-                    self.issue(gi, step, ResourceOp::Start);
-                }
-            }
-            GroupState::Stopping => {
-                let step = self.groups[gi].step;
-                if step == 0 {
-                    self.groups[gi].state = GroupState::Stopped;
-                    let gid = self.groups[gi].id.clone();
-                    info!(node = %self.me, group = %gid, "group stopped");
-                    self.event(Event::GroupStopped { group: gid });
-                    self.hb_needed = true;
-                    self.dirty = true;
-                } else {
-                    self.issue(gi, step - 1, ResourceOp::Stop);
-                }
-            }
-            _ => {}
-        }
-    }
-
-    fn decide_abort_start(&self, gi: usize, now: Timestamp) -> bool {
-        matches!(self.decide(gi, now), Want::Stop(_))
-    }
-
-    fn issue(&mut self, gi: usize, ri: usize, op: ResourceOp) {
-        let rid = self.model.groups[gi].resources[ri].clone();
-        let Some(spec) = self.model.resources.get(&rid) else {
-            return;
-        };
-        let timeout = match op {
-            ResourceOp::Start => spec.start_timeout,
-            ResourceOp::Stop => spec.stop_timeout,
-            ResourceOp::Monitor => spec.monitor_timeout,
-        };
-        let id = ActionId(self.next_action);
-        self.next_action += 1;
-        self.actions.insert(id, (gi, ri, op));
-        self.groups[gi].pending = Some((id, op));
-        debug!(node = %self.me, group = %self.groups[gi].id, resource = %rid, %op, "action");
-        self.outputs.push_back(Output::Action(ResourceAction {
-            id,
-            group: self.groups[gi].id.clone(),
-            resource: rid,
-            op,
-            timeout,
-        }));
-    }
-
-    fn run_monitors(&mut self, now: Timestamp) {
-        for gi in 0..self.groups.len() {
-            let g = &self.groups[gi];
-            if g.state != GroupState::Running || g.pending.is_some() {
-                continue;
-            }
-            if let Some(ri) = g
-                .monitor_due
-                .iter()
-                .position(|d| d.is_some_and(|t| now >= t))
-            {
-                self.groups[gi].monitor_due[ri] = None;
-                self.issue(gi, ri, ResourceOp::Monitor);
-            }
-        }
-    }
-
-    fn check_standby(&mut self) {
-        if !self.standby || self.standby_reported {
-            return;
-        }
-        let idle = self
-            .groups
-            .iter()
-            .all(|g| g.state == GroupState::Stopped && g.claim.is_none() && g.pending.is_none());
-        if idle {
-            self.standby_reported = true;
-            info!(node = %self.me, "standby done");
-            self.event(Event::StandbyDone);
-        }
-    }
-
     fn send_heartbeat(&mut self, now: Timestamp) {
         self.seq += 1;
         self.sent.push_back((self.seq, now));
@@ -1436,43 +888,6 @@ impl Node {
             link: None,
             msg: Message::Heartbeat(hb),
         });
-    }
-
-    /// Re-send TakeoverRequests every keepalive for claims not yet fully granted.
-    fn resend_requests(&mut self, now: Timestamp) {
-        let ka = self.model.timing.keepalive;
-        for gi in 0..self.groups.len() {
-            let g = &self.groups[gi];
-            let Some(c) = g.claim else { continue };
-            if g.state != GroupState::Stopped
-                || g.claim_sent_at
-                    .is_some_and(|t| now.saturating_since(t) < ka)
-            {
-                continue;
-            }
-            let granters = self.granters(gi);
-            let ask: Vec<NodeId> = self
-                .liveness
-                .up_peers()
-                .filter(|n| !granters.contains(n))
-                .collect();
-            if ask.is_empty() {
-                continue;
-            }
-            let gid = g.id.clone();
-            self.groups[gi].claim_sent_at = Some(now);
-            for n in ask {
-                self.outputs.push_back(Output::Send {
-                    to: Some(n),
-                    link: None,
-                    msg: Message::TakeoverRequest(TakeoverRequest {
-                        group: gid.clone(),
-                        incarnation: self.incarnation,
-                        claim: c,
-                    }),
-                });
-            }
-        }
     }
 
     fn next_deadline(&self) -> Timestamp {

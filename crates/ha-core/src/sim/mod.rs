@@ -276,8 +276,7 @@ impl Sim {
         Ok(sim)
     }
 
-    /// A simulator whose nodes boot at the given times instead (None: stays down until a
-    /// [`Fault::Restart`]).
+    /// The model every node runs.
     pub fn model(&self) -> &Arc<ClusterModel> {
         &self.model
     }
@@ -668,11 +667,7 @@ impl Sim {
     /// Drain a node's outputs and re-arm its timer.
     fn after_call(&mut self, i: usize) {
         let id = self.nodes[i].id;
-        loop {
-            let Some(node) = self.nodes[i].node.as_mut() else {
-                break;
-            };
-            let Some(out) = node.poll_output() else { break };
+        while let Some(out) = self.nodes[i].node.as_mut().and_then(Node::poll_output) {
             match out {
                 Output::Send { to, link, msg } => self.send(id, to, link, msg),
                 Output::Action(a) => self.start_action(i, a),
@@ -824,13 +819,15 @@ impl Sim {
 }
 
 /// A random fault schedule over `[from, until)` for a cluster of `nodes`: crashes followed by
-/// restarts, partitions followed by heals, and loss changes. Used by the property tests.
+/// restarts, partitions and one-way cuts followed by heals, and loss changes; with `stalls`
+/// also timer stalls and clock jumps. Used by the property tests.
 pub fn random_faults(
     rng: &mut ChaCha8Rng,
     nodes: &[NodeId],
     from: Timestamp,
     until: Timestamp,
     count: usize,
+    stalls: bool,
 ) -> Vec<(Timestamp, Fault)> {
     let mut out = Vec::new();
     let span = until.0.saturating_sub(from.0).max(1);
@@ -838,7 +835,7 @@ pub fn random_faults(
         let at = Timestamp(from.0 + rng.gen_range(0..span));
         let n = nodes[rng.gen_range(0..nodes.len())];
         let back = at + Duration::from_millis(rng.gen_range(100..1500));
-        match rng.gen_range(0..4) {
+        match rng.gen_range(0..if stalls { 6 } else { 4 }) {
             0 => {
                 out.push((at, Fault::Crash(n)));
                 out.push((back, Fault::Restart(n)));
@@ -859,10 +856,18 @@ pub fn random_faults(
                     out.push((back, Fault::Heal));
                 }
             }
-            _ => {
+            3 => {
                 out.push((at, Fault::Loss(rng.gen_range(0.0..0.3))));
                 out.push((back, Fault::Loss(0.0)));
             }
+            4 => out.push((
+                at,
+                Fault::Stall(n, Duration::from_millis(rng.gen_range(50..1500))),
+            )),
+            _ => out.push((
+                at,
+                Fault::ClockJump(n, Duration::from_millis(rng.gen_range(50..1000))),
+            )),
         }
     }
     out.sort_by_key(|(t, _)| *t);

@@ -3,6 +3,7 @@
 //! ```text
 //! ha-lvs-bench checker ENDPOINTS INTERVAL_MS SECONDS   CPU of ENDPOINTS TCP probes on loopback
 //! ha-lvs-bench ipvs SERVICES DESTS                     time to build/read/diff a table (needs ip_vs)
+//! ha-lvs-bench rules SERVICES DESTS                    the same table as ipvsadm rules
 //! ha-lvs-bench serve BASE_PORT COUNT                   (helper) accept-and-close listeners
 //! ```
 //!
@@ -30,13 +31,14 @@ fn arg<T: std::str::FromStr>(args: &[String], i: usize, default: T) -> T {
     args.get(i).and_then(|s| s.parse().ok()).unwrap_or(default)
 }
 
-fn cpu_seconds() -> f64 {
+/// (user, system) CPU seconds of this process.
+fn cpu_seconds() -> (f64, f64) {
     // SAFETY: getrusage fills the zeroed struct we pass; no other memory is touched.
     let mut ru: libc::rusage = unsafe { std::mem::zeroed() };
     // SAFETY: valid pointer to a rusage struct.
     unsafe { libc::getrusage(libc::RUSAGE_SELF, &mut ru) };
     let tv = |t: libc::timeval| t.tv_sec as f64 + t.tv_usec as f64 / 1e6;
-    tv(ru.ru_utime) + tv(ru.ru_stime)
+    (tv(ru.ru_utime), tv(ru.ru_stime))
 }
 
 fn runtime() -> Result<tokio::runtime::Runtime, Error> {
@@ -128,12 +130,15 @@ fn checker(endpoints: usize, interval_ms: u64, seconds: u64) -> Result<(), Error
             tokio::time::sleep(Duration::from_secs(seconds)).await;
             let (c1, p1, f1, wall) = (cpu_seconds(), ch.stats().probes.load(Ordering::Relaxed), ch.stats().failures.load(Ordering::Relaxed), t0.elapsed().as_secs_f64());
             ch.stop().await?;
-            let cpu = c1 - c0;
+            let (user, sys) = (c1.0 - c0.0, c1.1 - c0.1);
+            let cpu = user + sys;
             println!(
-                "checker: {probes} probes every {interval_ms} ms; {:.0} probe runs/s ({} failed); CPU {:.3} s in {:.1} s = {:.1}% of one core; {:.1} us CPU per probe",
+                "checker: {probes} probes every {interval_ms} ms; {:.0} probe runs/s ({} failed); CPU {:.3} s (user {:.3}, sys {:.3}) in {:.1} s = {:.1}% of one core; {:.1} us CPU per probe",
                 (p1 - p0) as f64 / wall,
                 f1 - f0,
                 cpu,
+                user,
+                sys,
                 wall,
                 100.0 * cpu / wall,
                 1e6 * cpu / ((p1 - p0).max(1) as f64)
@@ -215,6 +220,16 @@ fn main() -> ExitCode {
             arg(&args, 3, 10),
         ),
         Some("ipvs") => ipvs(arg(&args, 1, 1000), arg(&args, 2, 5)),
+        Some("rules") => {
+            print!(
+                "{}",
+                ha_lvs::ipvsadm::write_rules(
+                    &table(arg(&args, 1, 1000), arg(&args, 2, 5)),
+                    Default::default()
+                )
+            );
+            Ok(())
+        }
         _ => Err(Error::invalid(
             "usage: ha-lvs-bench checker [ENDPOINTS INTERVAL_MS SECONDS] | ipvs [SERVICES DESTS]",
         )),

@@ -87,6 +87,44 @@ fn run(args: &[String]) -> Result<(), Error> {
             agent(parse_rules(&text, path)?)?;
         }
         Some("checker") => checker()?,
+        Some("daemon") => {
+            c.request(Request::NewDaemon(SyncDaemon {
+                state: DaemonState::Master,
+                mcast_ifn: args.get(1).cloned().unwrap_or_else(|| "lo".into()),
+                sync_id: 7,
+                sync_maxlen: 0,
+                mcast_group: None,
+                mcast_port: 0,
+                mcast_ttl: 0,
+            }))?;
+            for d in c.daemons()? {
+                println!(
+                    "{:?} {} syncid={} maxlen={} group={:?} port={} ttl={}",
+                    d.state,
+                    d.mcast_ifn,
+                    d.sync_id,
+                    d.sync_maxlen,
+                    d.mcast_group,
+                    d.mcast_port,
+                    d.mcast_ttl
+                );
+            }
+            c.request(Request::DelDaemon(DaemonState::Master))?;
+            println!("after_stop={}", c.daemons()?.len());
+            match c.request(Request::DelDaemon(DaemonState::Master)) {
+                Err(Error::Kernel(k)) => println!("stop_again={:?}", k.kind),
+                other => println!("stop_again={other:?}"),
+            }
+        }
+        Some("daemons") => {
+            for d in c.daemons()? {
+                println!("{:?} {} syncid={}", d.state, d.mcast_ifn, d.sync_id);
+            }
+        }
+        Some("zero") => {
+            c.request(Request::Zero(None))?;
+            println!("zeroed");
+        }
         _ => {
             return Err(Error::invalid(
                 "usage: ha-lvs-vmcheck apply FILE | save | list [FORMAT] | errors | timeouts T F U | flush",
@@ -137,6 +175,14 @@ fn errors(c: &mut IpvsClient) -> Result<(), Error> {
             Err(e) => println!("{name}={:?} errno={} msg={}", e.kind, e.errno, e),
         }
     }
+    match c.service(&missing) {
+        Err(Error::Kernel(e)) => println!(
+            "get_missing_service={:?} errno={} msg={}",
+            e.kind, e.errno, e
+        ),
+        other => println!("get_missing_service={other:?}"),
+    }
+    println!("dests_of_missing_service={:?}", c.dests(&missing)?);
     Ok(())
 }
 

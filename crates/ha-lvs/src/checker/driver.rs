@@ -229,7 +229,9 @@ async fn run<S: TableSink>(
     mut monitor: Monitor,
     mut sink: S,
     mut ctl: mpsc::UnboundedReceiver<Control>,
+    stats: Arc<CheckerStats>,
 ) -> Result<()> {
+    use std::sync::atomic::Ordering::Relaxed;
     let epoch = Instant::now();
     let mut sched = Schedule::new();
     for (id, key) in monitor.probes() {

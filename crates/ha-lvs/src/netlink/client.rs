@@ -24,7 +24,10 @@ use crate::model::*;
 
 /// Requests per datagram: keeps the acks well inside the default receive buffer.
 const BATCH: usize = 128;
-const RECV_BUF: usize = 256 * 1024;
+/// Receive buffer. The kernel sizes dump datagrams after the reader's buffer (up to 32 KiB);
+/// 16 KiB never truncates (acks are capped; replies and dump chunks are at most
+/// NLMSG_GOODSIZE or the reader's size) and keeps the kernel's allocations small.
+const RECV_BUF: usize = 16 * 1024;
 
 /// One change to the IPVS table.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -206,6 +209,48 @@ enum Reply {
     Err(i32),
 }
 
+/// A refused GET/dump as a typed kernel error (ESRCH: the service asked about does not exist).
+fn query_error(what: &str, errno: i32) -> Error {
+    let kind = match errno {
+        libc::ESRCH => KernelErrorKind::NoSuchService,
+        libc::EINVAL => KernelErrorKind::Invalid,
+        libc::EPERM => KernelErrorKind::PermissionDenied,
+        _ => KernelErrorKind::Other,
+    };
+    Error::Kernel(KernelError {
+        op: "query",
+        object: what.to_string(),
+        errno,
+        kind,
+    })
+}
+
+/// Give up on a reply after this long instead of blocking forever.
+const RECV_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(30);
+
+fn set_recv_timeout(sock: &Socket, t: std::time::Duration) -> std::io::Result<()> {
+    use std::os::fd::AsRawFd;
+    let tv = libc::timeval {
+        tv_sec: t.as_secs() as libc::time_t,
+        tv_usec: t.subsec_micros() as libc::suseconds_t,
+    };
+    // SAFETY: valid fd owned by `sock`, pointer and length describe a live timeval.
+    let r = unsafe {
+        libc::setsockopt(
+            sock.as_raw_fd(),
+            libc::SOL_SOCKET,
+            libc::SO_RCVTIMEO,
+            (&tv as *const libc::timeval).cast(),
+            std::mem::size_of::<libc::timeval>() as libc::socklen_t,
+        )
+    };
+    if r == 0 {
+        Ok(())
+    } else {
+        Err(std::io::Error::last_os_error())
+    }
+}
+
 /// A connection to the kernel's IPVS generic netlink family.
 pub struct IpvsClient {
     sock: Socket,
@@ -229,6 +274,7 @@ impl IpvsClient {
         // Acks then carry only the request header, not the whole request.
         let _ = sock.set_cap_ack(true);
         let _ = sock.set_ext_ack(true);
+        set_recv_timeout(&sock, RECV_TIMEOUT).map_err(io("set netlink receive timeout"))?;
         let mut c = IpvsClient {
             sock,
             family: 0,
@@ -303,9 +349,15 @@ impl IpvsClient {
         self.buf.clear();
         let n = self
             .sock
-            .recv(&mut self.buf, 0)
+            .recv(&mut self.buf, libc::MSG_TRUNC)
             .map_err(io("receive from netlink"))?;
-        let data = &self.buf[..n.min(self.buf.len())];
+        if n > self.buf.len() {
+            return Err(Error::Protocol(format!(
+                "netlink datagram of {n} bytes truncated to {}",
+                self.buf.len()
+            )));
+        }
+        let data = &self.buf[..n];
         let mut out = Vec::new();
         let mut off = 0;
         while off + 16 <= data.len() {
@@ -430,20 +482,14 @@ impl IpvsClient {
                     NetlinkPayload::InnerMessage(g) => out.push(g.payload),
                     NetlinkPayload::Done(d) => {
                         if d.code < 0 {
-                            return Err(Error::io(
-                                what.to_string(),
-                                std::io::Error::from_raw_os_error(-d.code),
-                            ));
+                            return Err(query_error(what, -d.code));
                         }
                         return Ok(out);
                     }
                     NetlinkPayload::Error(e) => {
                         return match e.code {
                             None => Ok(out),
-                            Some(c) => Err(Error::io(
-                                what.to_string(),
-                                std::io::Error::from_raw_os_error(-c.get()),
-                            )),
+                            Some(c) => Err(query_error(what, -c.get())),
                         };
                     }
                     _ => {}
@@ -489,7 +535,31 @@ impl IpvsClient {
         Ok(out)
     }
 
-    /// The destinations of one service.
+    /// One service (IPVS_CMD_GET_SERVICE without dump); a missing service is a
+    /// [`KernelErrorKind::NoSuchService`] error.
+    pub fn service(&mut self, key: &ServiceKey) -> Result<(Service, Stats)> {
+        let m = IpvsMessage::new(
+            cmd::GET_SERVICE,
+            CmdAttrs {
+                service: Some(svc_key_attrs(key)),
+                ..Default::default()
+            },
+        );
+        for r in self.query(m, false, &format!("service {key}"))? {
+            if let IpvsAttrs::Cmd(CmdAttrs {
+                service: Some(s), ..
+            }) = &r.attrs
+            {
+                return service_from_attrs(s);
+            }
+        }
+        Err(Error::Protocol(format!(
+            "GET_SERVICE reply for {key} missing"
+        )))
+    }
+
+    /// The destinations of one service (empty for a missing service: the kernel's dump does
+    /// not report it; use [`IpvsClient::service`] to tell).
     pub fn dests(&mut self, key: &ServiceKey) -> Result<Vec<DestEntry>> {
         let m = IpvsMessage::new(
             cmd::GET_DEST,

@@ -62,6 +62,23 @@ pub fn parse_peer(s: &str, default_port: u16) -> Result<SocketAddr> {
         .map_err(|_| Error::Config(format!("peer `{s}` is not IP, IP:PORT or [IPv6]:PORT")))
 }
 
+/// Every address configured on this host (its network namespace).
+fn local_addresses() -> Vec<IpAddr> {
+    let Ok(addrs) = nix::ifaddrs::getifaddrs() else {
+        return Vec::new();
+    };
+    addrs
+        .filter_map(|a| {
+            let sa = a.address?;
+            if let Some(v4) = sa.as_sockaddr_in() {
+                Some(IpAddr::V4(v4.ip()))
+            } else {
+                sa.as_sockaddr_in6().map(|v6| IpAddr::V6(v6.ip()))
+            }
+        })
+        .collect()
+}
+
 fn ifindex(interface: &str) -> Result<u32> {
     nix::net::if_::if_nametoindex(interface)
         .map_err(|e| Error::io(format!("interface `{interface}`"), e.into()))
@@ -101,7 +118,19 @@ impl UdpLink {
                 .map_err(|e| Error::io(ctx("SO_BINDTODEVICE (needs CAP_NET_RAW)"), e))?;
         }
         let dests = match &cfg.mode {
-            UdpMode::Unicast { peers } => peers.clone(),
+            UdpMode::Unicast { peers } => {
+                // One configuration lists every node (as heartbeat's ha.cf does): skip our own
+                // addresses instead of sending every frame to ourselves.
+                let local = match cfg.bind {
+                    Some(ip) => vec![ip],
+                    None => local_addresses(),
+                };
+                peers
+                    .iter()
+                    .filter(|p| !(local.contains(&p.ip()) && p.port() == cfg.port))
+                    .copied()
+                    .collect()
+            }
             UdpMode::Broadcast => {
                 s.set_broadcast(true)
                     .map_err(|e| Error::io(ctx("SO_BROADCAST"), e))?;

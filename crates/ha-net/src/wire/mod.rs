@@ -1,16 +1,19 @@
 //! The wire format: a versioned, compact, authenticated binary frame.
 //!
 //! ```text
-//!  0      2    3    4         8    9    10       12     14            22     30      38     40
-//!  +------+----+----+---------+----+----+--------+------+-------------+------+-------+------+---------+-----+
-//!  |magic |ver |kind|cluster  |key |tag |sender  |dest  | incarnation | seq  |ctl_seq|paylen| payload | tag |
-//!  | "HA" | 1  | u8 |u32      |id  |len |u16     |u16   | u64         | u64  |u64    |u16   |         |     |
-//!  +------+----+----+---------+----+----+--------+------+-------------+------+-------+------+---------+-----+
+//!  0      2    3    4         8    9    10   11       13     15            23     31      39     41
+//!  +------+----+----+---------+----+----+----+--------+------+-------------+------+-------+------+---------+-----+
+//!  |magic |ver |kind|cluster  |key |tag |link|sender  |dest  | incarnation | seq  |ctl_seq|paylen| payload | tag |
+//!  | "HA" | 1  | u8 |u32      |id  |len |u8  |u16     |u16   | u64         | u64  |u64    |u16   |         |     |
+//!  +------+----+----+---------+----+----+----+--------+------+-------------+------+-------+------+---------+-----+
 //! ```
 //!
 //! All integers are big-endian. `cluster` is the CRC-32C of the cluster name, so two clusters
-//! on one LAN ignore each other. `dest` is a node id or `0xFFFF` for every node. `seq` numbers
-//! every frame a sender incarnation emits (replay protection); `ctl_seq` is the sender's position
+//! on one LAN ignore each other. `link` is the medium the frame was sent on: every medium gets
+//! its own copy with its own `seq`, so the copies are distinct frames (each proves its own link
+//! alive) and a frame replayed onto another link is refused. `dest` is a node id or `0xFFFF`
+//! for every node. `seq` numbers every frame a sender incarnation emits (replay protection:
+//! one sliding window per sender and link); `ctl_seq` is the sender's position
 //! in its reliable control stream: a control frame carries its own number, any other frame the
 //! last number assigned, so a receiver notices a lost control message from the next heartbeat.
 //! The tag (HMAC, or CRC-32C for `crc` keys, or nothing without authentication) covers every byte
@@ -24,7 +27,7 @@ pub use body::{Body, WireMessage};
 pub use codec::{Reader, Writer};
 
 use bytes::{BufMut, BytesMut};
-use ha_core::NodeId;
+use ha_core::{LinkId, NodeId};
 
 /// The first two bytes of every frame.
 pub const MAGIC: [u8; 2] = *b"HA";
@@ -32,7 +35,7 @@ pub const MAGIC: [u8; 2] = *b"HA";
 /// layout and the codec in [`message`] implement (a schema change is a format change).
 pub const VERSION: u8 = ha_core::message::PROTOCOL_VERSION;
 /// Bytes before the payload.
-pub const HEADER_LEN: usize = 40;
+pub const HEADER_LEN: usize = 41;
 /// Largest frame: what one UDP datagram over IPv4 can carry.
 pub const MAX_FRAME_LEN: usize = 65_507;
 /// `dest` value meaning every node.
@@ -58,6 +61,8 @@ pub struct Header {
     pub cluster: ClusterId,
     /// Id of the key whose tag follows.
     pub key_id: u8,
+    /// The medium this copy was sent on.
+    pub link: LinkId,
     /// Sending node.
     pub sender: NodeId,
     /// Addressee, `None` for every node.
@@ -167,6 +172,7 @@ pub fn parse(buf: &[u8]) -> Result<RawFrame<'_>, DecodeError> {
     let cluster = ClusterId(r.u32("cluster")?);
     let key_id = r.u8("key_id")?;
     let tag_len = usize::from(r.u8("tag_len")?);
+    let link = LinkId(r.u8("link")?);
     let sender = r.u16("sender")?;
     if sender == BROADCAST {
         return Err(DecodeError::InvalidValue {
@@ -193,6 +199,7 @@ pub fn parse(buf: &[u8]) -> Result<RawFrame<'_>, DecodeError> {
             kind,
             cluster,
             key_id,
+            link,
             sender: NodeId(sender),
             dest: (dest != BROADCAST).then_some(NodeId(dest)),
             incarnation,
@@ -230,6 +237,7 @@ pub fn build_unsigned(
     b.put_u32(header.cluster.0);
     b.put_u8(header.key_id);
     b.put_u8(tag_len);
+    b.put_u8(header.link.0);
     b.put_u16(header.sender.0);
     b.put_u16(header.dest.map_or(BROADCAST, |d| d.0));
     b.put_u64(header.incarnation);

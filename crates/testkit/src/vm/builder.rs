@@ -56,7 +56,7 @@ pub struct VmBuilder {
     image: Option<VmImage>,
     command: Option<String>,
     files: Vec<GuestFile>,
-    disks: Vec<PathBuf>,
+    disks: Vec<(PathBuf, String)>,
     nics: Vec<Nic>,
     modules: Vec<String>,
     memory_mb: u32,
@@ -119,9 +119,16 @@ impl VmBuilder {
         self
     }
 
-    /// Attach a raw disk image as the next virtio-blk device (`/dev/vda`, `/dev/vdb`, ...).
-    pub fn disk(mut self, raw_file: impl Into<PathBuf>) -> Self {
-        self.disks.push(raw_file.into());
+    /// Attach a raw disk image as the next virtio-blk device (`/dev/vda`, `/dev/vdb`, ...),
+    /// with qemu's default cache mode (writeback).
+    pub fn disk(self, raw_file: impl Into<PathBuf>) -> Self {
+        self.disk_with_options(raw_file, "")
+    }
+
+    /// Like [`VmBuilder::disk`] with extra qemu `-drive` options, e.g. `"cache=none"` for
+    /// latency measurements or `"cache=unsafe"` for speed, `"readonly=on"`.
+    pub fn disk_with_options(mut self, raw_file: impl Into<PathBuf>, options: &str) -> Self {
+        self.disks.push((raw_file.into(), options.to_string()));
         self
     }
 
@@ -236,7 +243,7 @@ impl VmBuilder {
             args.push("-serial".into());
             args.push(format!("file:{}", dir.path().join(port).display()));
         }
-        for d in &self.disks {
+        for (d, options) in &self.disks {
             if !d.is_file() {
                 return Err(Error::Invalid(format!(
                     "disk image {} does not exist",
@@ -245,7 +252,12 @@ impl VmBuilder {
             }
             let escaped = d.to_string_lossy().replace(',', ",,");
             args.push("-drive".into());
-            args.push(format!("file={escaped},format=raw,if=virtio"));
+            let mut drive = format!("file={escaped},format=raw,if=virtio");
+            if !options.is_empty() {
+                drive.push(',');
+                drive.push_str(options);
+            }
+            args.push(drive);
         }
         for (i, nic) in self.nics.iter().enumerate() {
             let netdev = match nic.kind {

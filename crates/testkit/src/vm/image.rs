@@ -1,7 +1,7 @@
 //! Building and finding the cached boot image: a Debian cloud kernel plus an uncompressed
 //! initramfs with busybox, the needed modules and the Debian tools the tests drive.
 //!
-//! Cache layout: `<target>/vm-image/<kernel release>-r<recipe>/{vmlinuz,base.cpio,manifest.txt}`,
+//! Cache layout: `<target>/vm-image/<kernel release>-r<recipe>/{vmlinuz,vmlinux,base.cpio,...}`,
 //! `<target>/vm-image/debs/` (downloaded .deb), `<target>/vm-image/.lock`. A build happens in
 //! a temporary directory under the lock and is renamed into place, so a directory that exists
 //! is complete, and concurrent test processes build it once.
@@ -20,7 +20,7 @@ pub const KERNEL_ABI: &str = "6.1.0-56";
 /// Kernel flavour of the Debian package.
 pub const KERNEL_FLAVOUR: &str = "cloud-amd64";
 /// Bump when the image contents change, so caches are rebuilt.
-pub const RECIPE_VERSION: u32 = 3;
+pub const RECIPE_VERSION: u32 = 4;
 /// Overrides where the image cache lives (a directory holding the `<release>-r<recipe>` dirs).
 pub const IMAGE_DIR_ENV: &str = "HA_TOOLKIT_VM_IMAGE_DIR";
 
@@ -62,9 +62,15 @@ impl VmImage {
         &self.dir
     }
 
-    /// The kernel (`-kernel`).
+    /// The kernel (`-kernel`): the unpacked ELF `vmlinux` (PVH direct boot) when the build
+    /// could make it, else the bzImage `vmlinuz`.
     pub fn kernel(&self) -> PathBuf {
-        self.dir.join("vmlinuz")
+        let elf = self.dir.join("vmlinux");
+        if elf.is_file() {
+            elf
+        } else {
+            self.dir.join("vmlinuz")
+        }
     }
 
     /// The base initramfs (uncompressed cpio; per-run archives are appended to it).

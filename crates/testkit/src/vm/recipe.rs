@@ -122,7 +122,11 @@ fn kernel_deb(root: &Path, tmp: &Path) -> Result<PathBuf> {
         out = io_ctx(download(), || "cannot run apt-get".into())?;
     }
     if !out.status.success() {
-        return Err(cmd::failure("apt-get", &["download", &pkg], &out));
+        let e = cmd::failure("apt-get", &["download", &pkg], &out);
+        return Err(Error::Image(format!(
+            "{e}\n(if Debian dropped this kernel, pick a current one with `apt-cache search --names-only \
+             'linux-image-.*-cloud-amd64'` and change KERNEL_ABI in crates/testkit/src/vm/image.rs)"
+        )));
     }
     let got = find(&dl).ok_or_else(|| {
         Error::Image(format!(
@@ -140,6 +144,55 @@ fn kernel_deb(root: &Path, tmp: &Path) -> Result<PathBuf> {
     })?;
     let _ = fs::remove_dir_all(&dl);
     Ok(dst)
+}
+
+/// LZ4 legacy frame magic, as the kernel's `CONFIG_KERNEL_LZ4` payload starts.
+const LZ4_LEGACY_MAGIC: [u8; 4] = [0x02, 0x21, 0x4c, 0x18];
+
+/// Unpack the ELF `vmlinux` from the bzImage into `tmp/vmlinux` when the kernel supports PVH
+/// entry: qemu then starts it directly, skipping the in-guest decompression (~0.3 s of the
+/// ~2.4 s boot under TCG). Returns false (the bzImage is used) when that is not possible.
+fn extract_vmlinux(bzimage: &Path, kconfig: &Path, tmp: &Path) -> Result<bool> {
+    let config = fs::read_to_string(kconfig).unwrap_or_default();
+    if !config.lines().any(|l| l == "CONFIG_PVH=y") || cmd::which("lz4").is_none() {
+        return Ok(false);
+    }
+    let data = io_ctx(fs::read(bzimage), || format!("read {}", bzimage.display()))?;
+    let Some(off) = data.windows(4).position(|w| w == LZ4_LEGACY_MAGIC) else {
+        return Ok(false);
+    };
+    let payload = tmp.join("payload.lz4");
+    io_ctx(fs::write(&payload, &data[off..]), || {
+        "write the kernel payload".into()
+    })?;
+    let out_path = tmp.join("vmlinux");
+    let out = io_ctx(fs::File::create(&out_path), || {
+        format!("create {}", out_path.display())
+    })?;
+    let input = io_ctx(fs::File::open(&payload), || {
+        "open the kernel payload".into()
+    })?;
+    // lz4 exits non-zero on the bzImage's trailing bytes after the payload: judge the result
+    // by what it wrote instead.
+    let _ = std::process::Command::new("lz4")
+        .arg("-dc")
+        .stdin(input)
+        .stdout(out)
+        .stderr(std::process::Stdio::null())
+        .status();
+    let _ = fs::remove_file(&payload);
+    let mut head = [0u8; 4];
+    let ok = fs::File::open(&out_path)
+        .and_then(|mut f| std::io::Read::read_exact(&mut f, &mut head))
+        .is_ok()
+        && head == *b"\x7fELF"
+        && fs::metadata(&out_path)
+            .map(|m| m.len() > (4 << 20))
+            .unwrap_or(false);
+    if !ok {
+        let _ = fs::remove_file(&out_path);
+    }
+    Ok(ok)
 }
 
 /// Map a host path to where it goes in the merged-/usr guest (`/lib/x` -> `usr/lib/x`).
@@ -225,6 +278,9 @@ pub(super) fn build_into(root: &Path, tmp: &Path) -> Result<()> {
     io_ctx(fs::copy(&vmlinuz, tmp.join("vmlinuz")), || {
         format!("copy {}", vmlinuz.display())
     })?;
+    let kconfig = kroot.join("boot").join(format!("config-{krel}"));
+    let direct = extract_vmlinux(&vmlinuz, &kconfig, tmp)?;
+    tracing::info!(pvh_direct_boot = direct, "kernel prepared");
     cmd::run("depmod", &["-b", &kroot.to_string_lossy(), &krel])?;
 
     // Skeleton: merged /usr like the host, so host paths work unchanged in the guest.

@@ -1,0 +1,473 @@
+//! `cargo xtask bench failover`: failover time of keepalived and of this toolkit in the same
+//! namespace topology and the same run.
+//!
+//! Nodes A and B and client C sit on one bridge (testkit's star topology). Each node runs a
+//! UDP responder answering with its name; the client probes the floating address every
+//! millisecond. A trial starts A (preferred), waits until the client gets A's answers,
+//! starts B, lets both settle, waits a random offset within one heartbeat cycle and then
+//! SIGKILLs every process in A's namespace. Failover time = fault to the client's first
+//! answer from B. Trials of the two systems alternate so machine noise hits both alike.
+//! Then, per system: 60 s with `stress-ng --cpu 2` counting false failovers, and the CPU
+//! use of each idle node over 10 s. The last line is
+//! `RESULT ours_ms=.. keepalived_ms=.. ratio=.. false_failovers=.. idle_cpu_pct=..`.
+
+mod keepalived;
+mod opts;
+mod ours;
+mod probe;
+mod report;
+mod responder;
+mod rig;
+mod system;
+
+use std::os::unix::process::CommandExt as _;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, bail};
+use testkit::netns::NsChild;
+
+use self::opts::{Mode, Only, Opts};
+use self::probe::Prober;
+use self::report::{Idle, Steady, SystemResult, Trial, median};
+use self::rig::{CLIENT, NODE_NAMES, PROBE_PORT, Rig};
+use self::system::System;
+
+/// Longest wait for a node to take the address (start-up or failover).
+const TAKEOVER_LIMIT: Duration = Duration::from_secs(10);
+/// Ownership sampling period in steady state.
+const SAMPLE_EVERY: Duration = Duration::from_millis(50);
+
+/// Run the benchmark (or, internally, a responder).
+pub fn run(args: &[String]) -> anyhow::Result<()> {
+    let opts = match opts::parse(args)? {
+        Mode::Responder { name, port } => return responder::serve(&name, port),
+        Mode::Bench(o) => o,
+    };
+    if !testkit::is_root() {
+        bail!("bench failover needs root (network namespaces, SIGKILL of daemons)");
+    }
+    let mut systems: Vec<(Box<dyn System>, SystemResult)> = Vec::new();
+    if opts.only != Only::Ours {
+        let ka = keepalived::Keepalived::new(&opts.advert_int, opts.keepalived_rt)?;
+        systems.push((Box::new(ka), SystemResult::default()));
+    }
+    // Ours may be missing (not built yet, build broken): keepalived is still measured and
+    // printed, then the bench fails with this error instead of inventing numbers.
+    let mut ours_missing = None;
+    if opts.only != Only::Keepalived {
+        let bin = match &opts.ours_bin {
+            Some(b) if b.is_file() => Ok(b.clone()),
+            Some(b) => Err(anyhow::anyhow!("--ours-bin {} does not exist", b.display())),
+            None => ours::build_node(opts.ours_release),
+        };
+        match bin {
+            Ok(bin) => {
+                let o = ours::Ours::new(bin, opts.ours_keepalive, opts.ours_deadtime);
+                systems.push((Box::new(o), SystemResult::default()));
+            }
+            Err(e) => ours_missing = Some(format!("{e:#}")),
+        }
+    }
+    which("stress-ng").context("stress-ng is missing: apt-get install stress-ng")?;
+
+    // The main thread injects faults: real-time so its offsets and kills are on time.
+    let main_rt = rig::realtime_thread(45);
+    let mut rig = Rig::new()?;
+    let prober = Prober::start(rig.ns(CLIENT), opts.probe_every)?;
+    let mut bench = Bench {
+        rig: &rig,
+        prober: &prober,
+        opts: &opts,
+        rng: Rng(opts.seed | 1),
+        run: 0,
+    };
+    for (sys, res) in systems.iter_mut() {
+        sys.prepare(&rig)?;
+        res.title = sys.setting();
+        res.cycle = sys.cycle();
+    }
+    eprintln!(
+        "bench failover: {} trials per system, seed {}, probe every {} us (real-time client: {}, injector: {main_rt}), work dir {}",
+        opts.trials,
+        opts.seed,
+        opts.probe_every.as_micros(),
+        prober.realtime(),
+        rig.dir().display()
+    );
+    for t in 0..opts.trials {
+        for (sys, res) in systems.iter_mut() {
+            let r = bench.trial(sys.as_mut());
+            match &r {
+                Ok(tr) => eprintln!(
+                    "  {} trial {}: {:.1} ms",
+                    sys.name(),
+                    t + 1,
+                    tr.failover.as_secs_f64() * 1000.0
+                ),
+                Err(e) => eprintln!("  {} trial {}: FAILED {e:#}", sys.name(), t + 1),
+            }
+            res.trials.push(r.map_err(|e| format!("{e:#}")));
+        }
+    }
+    for (sys, res) in systems.iter_mut() {
+        eprintln!(
+            "  {}: {} s steady state under stress-ng --cpu 2, then {} s idle",
+            sys.name(),
+            opts.steady.as_secs(),
+            opts.idle.as_secs()
+        );
+        let (steady, idle) = bench.steady_and_idle(sys.as_mut());
+        res.steady = Some(steady.map_err(|e| format!("{e:#}")));
+        res.idle = Some(idle.map_err(|e| format!("{e:#}")));
+    }
+    drop(prober);
+    if opts.keep_dir {
+        eprintln!("bench failover: logs kept in {}", rig.keep_dir().display());
+    }
+    drop(rig);
+
+    println!();
+    for (_, res) in &systems {
+        println!("{}", res.table());
+    }
+    finish(&systems, ours_missing)
+}
+
+/// Check completeness and print the RESULT line (or fail saying what is missing).
+fn finish(
+    systems: &[(Box<dyn System>, SystemResult)],
+    ours_missing: Option<String>,
+) -> anyhow::Result<()> {
+    let get = |name: &str| systems.iter().find(|(s, _)| s.name() == name).map(|(_, r)| r);
+    let mut problems = Vec::new();
+    if let Some(e) = ours_missing {
+        problems.push(format!("our node daemon is unavailable: {e}"));
+    }
+    for (s, r) in systems {
+        problems.extend(r.errors().into_iter().map(|e| format!("{}: {e}", s.name())));
+    }
+    let (Some(ka), Some(ours)) = (get("keepalived"), get("ours")) else {
+        problems.push("the RESULT line needs both systems measured".into());
+        bail!("no RESULT:\n  {}", problems.join("\n  "));
+    };
+    if !problems.is_empty() {
+        bail!("no RESULT:\n  {}", problems.join("\n  "));
+    }
+    let (Some(ours_ms), Some(ka_ms)) = (median(&ours.failover_ms()), median(&ka.failover_ms()))
+    else {
+        bail!("no RESULT: no successful trial");
+    };
+    let (Some(Ok(steady)), Some(Ok(idle))) = (&ours.steady, &ours.idle) else {
+        bail!("no RESULT: steady state or idle CPU of ours missing");
+    };
+    let ratio = ours_ms / ka_ms;
+    let met = |ok: bool| if ok { "met" } else { "NOT met" };
+    println!(
+        "targets: ratio <= 0.5 {}, false_failovers = 0 {}, idle_cpu_pct <= 1 {}",
+        met(ratio <= 0.5),
+        met(steady.false_failovers == 0),
+        met(idle.worst() <= 1.0)
+    );
+    println!(
+        "RESULT ours_ms={ours_ms:.1} keepalived_ms={ka_ms:.1} ratio={ratio:.2} false_failovers={} idle_cpu_pct={:.2}",
+        steady.false_failovers,
+        idle.worst()
+    );
+    Ok(())
+}
+
+/// A running two-node cluster: responders and daemons, killed on drop.
+struct Cluster {
+    responders: [NsChild; 2],
+    daemons: Vec<NsChild>,
+}
+
+impl Cluster {
+    fn responder_pids(&mut self) -> Vec<i32> {
+        self.responders
+            .iter_mut()
+            .filter_map(|r| r.child().map(|c| c.id() as i32))
+            .collect()
+    }
+}
+
+struct Bench<'a> {
+    rig: &'a Rig,
+    prober: &'a Prober,
+    opts: &'a Opts,
+    rng: Rng,
+    /// Numbers daemon log files.
+    run: usize,
+}
+
+impl Bench<'_> {
+    /// Clean both nodes, start responders, A (until the client gets A's answers), then B,
+    /// and let them settle.
+    fn bring_up(&mut self, sys: &mut dyn System) -> anyhow::Result<Cluster> {
+        self.run += 1;
+        let run = self.run;
+        let rig = self.rig;
+        rig.wipe(0)?;
+        rig.wipe(1)?;
+        let t0 = Instant::now();
+        self.prober.forget_before(t0);
+        let responders = [self.responder(0)?, self.responder(1)?];
+        let mut cluster = Cluster {
+            responders,
+            daemons: Vec::new(),
+        };
+        cluster.daemons.push(sys.start(rig, 0, run)?);
+        if !self.prober.wait_stable_from(0, 20, TAKEOVER_LIMIT) {
+            bail!(
+                "{}: the client got no steady answers from A within {TAKEOVER_LIMIT:?} of \
+                 starting A (holds address: {})\n{}",
+                sys.name(),
+                rig.holds_vip(0)?,
+                sys.log_tail(rig, 0, run)
+            );
+        }
+        cluster.daemons.push(sys.start(rig, 1, run)?);
+        std::thread::sleep(self.opts.settle);
+        let tail = |n| sys.log_tail(rig, n, run);
+        if rig.holds_vip(1)? {
+            bail!(
+                "{}: B holds the address after starting next to A\n{}\n{}",
+                sys.name(),
+                tail(0),
+                tail(1)
+            );
+        }
+        let recent = self.prober.since(Instant::now() - Duration::from_millis(200));
+        if recent.is_empty() || recent.iter().any(|r| r.node != 0) {
+            bail!(
+                "{}: after B started the client's answers are not A's alone ({} answers in \
+                 200 ms)\n{}\n{}",
+                sys.name(),
+                recent.len(),
+                tail(0),
+                tail(1)
+            );
+        }
+        // Exit of a daemon during start-up (bad config) shows up here.
+        for (i, d) in cluster.daemons.iter_mut().enumerate() {
+            if let Some(c) = d.child()
+                && let Ok(Some(st)) = c.try_wait()
+            {
+                bail!("{}: daemon of {} exited: {st}\n{}", sys.name(), NODE_NAMES[i], tail(i));
+            }
+        }
+        Ok(cluster)
+    }
+
+    fn responder(&self, node: usize) -> anyhow::Result<NsChild> {
+        let exe = std::env::current_exe().context("locating the xtask executable")?;
+        let port = PROBE_PORT.to_string();
+        self.rig.spawn_logged(
+            node,
+            &exe.to_string_lossy(),
+            &[
+                "bench",
+                "failover",
+                "--",
+                "--responder",
+                NODE_NAMES[node],
+                &port,
+            ],
+            &format!("responder-{}.log", NODE_NAMES[node]),
+        )
+    }
+
+    /// One fault: SIGKILL of every process on A at a random offset within one cycle.
+    fn trial(&mut self, sys: &mut dyn System) -> anyhow::Result<Trial> {
+        let cluster = self.bring_up(sys)?;
+        let run = self.run;
+        let rig = self.rig;
+        // Listed before the wait so the fault itself is only kill(2) calls.
+        let pids = rig.pids(0)?;
+        let offset = self.rng.below(sys.cycle());
+        std::thread::sleep(offset);
+        let fault = Instant::now();
+        let mut killed = Rig::kill_pids(&pids);
+        // Anything forked since the scan (the killed ones may still be listed while exiting).
+        let late: Vec<i32> = rig.pids(0)?.into_iter().filter(|p| !pids.contains(p)).collect();
+        killed += Rig::kill_pids(&late);
+        let answer = loop {
+            if let Some(at) = self.prober.first_from(1, fault) {
+                break at;
+            }
+            if fault.elapsed() > TAKEOVER_LIMIT {
+                let logs = sys.log_tail(rig, 1, run);
+                drop(cluster);
+                bail!(
+                    "{}: no answer from B within {TAKEOVER_LIMIT:?} of killing A\n{logs}",
+                    sys.name()
+                );
+            }
+            std::thread::sleep(Duration::from_millis(2));
+        };
+        drop(cluster);
+        rig.wipe(0)?;
+        rig.wipe(1)?;
+        Ok(Trial {
+            offset,
+            failover: answer - fault,
+            killed,
+        })
+    }
+
+    /// Loaded steady state, then idle CPU of both nodes, on one cluster.
+    fn steady_and_idle(
+        &mut self,
+        sys: &mut dyn System,
+    ) -> (anyhow::Result<Steady>, anyhow::Result<Idle>) {
+        let mut cluster = match self.bring_up(sys) {
+            Ok(c) => c,
+            Err(e) => {
+                let msg = format!("{e:#}");
+                return (Err(e), Err(anyhow::anyhow!("cluster did not start: {msg}")));
+            }
+        };
+        let steady = self.steady(&mut cluster);
+        let idle = match &steady {
+            Ok(_) => self.idle(&mut cluster),
+            Err(_) => Err(anyhow::anyhow!("skipped: steady state failed")),
+        };
+        drop(cluster);
+        let wiped = self.rig.wipe(0).and(self.rig.wipe(1));
+        match wiped {
+            Ok(()) => (steady, idle),
+            Err(e) => (steady, Err(e.context("cleaning up the nodes"))),
+        }
+    }
+
+    fn steady(&mut self, _cluster: &mut Cluster) -> anyhow::Result<Steady> {
+        let rig = self.rig;
+        let _stress = Stress::start()?;
+        let t0 = Instant::now();
+        let sent0 = self.prober.sent();
+        let mut s = Steady::default();
+        let mut answers = 0usize;
+        let mut last_answer = t0;
+        let mut window_start = t0;
+        let mut anomalous = false;
+        while t0.elapsed() < self.opts.steady {
+            std::thread::sleep(SAMPLE_EVERY);
+            let (a, b) = (rig.holds_vip(0)?, rig.holds_vip(1)?);
+            let now = Instant::now();
+            let replies: Vec<_> = self
+                .prober
+                .since(window_start)
+                .into_iter()
+                .filter(|r| r.at < now)
+                .collect();
+            window_start = now;
+            self.prober.forget_before(now - Duration::from_secs(1));
+            let b_answered = replies.iter().any(|r| r.node != 0);
+            for r in &replies {
+                s.max_gap = s.max_gap.max(r.at - last_answer);
+                last_answer = r.at;
+            }
+            answers += replies.len();
+            if a && b {
+                s.both_held_samples += 1;
+            }
+            // An episode: any stretch where the address is not A's alone.
+            let bad = b || !a || b_answered;
+            if bad && !anomalous {
+                s.false_failovers += 1;
+            }
+            anomalous = bad;
+        }
+        s.max_gap = s.max_gap.max(Instant::now() - last_answer);
+        s.secs = t0.elapsed().as_secs_f64();
+        let sent = self.prober.sent().saturating_sub(sent0).max(1);
+        s.answered = (answers as f64 / sent as f64).min(1.0);
+        Ok(s)
+    }
+
+    fn idle(&mut self, cluster: &mut Cluster) -> anyhow::Result<Idle> {
+        // Let the load's after-effects (catch-up timers, queued packets) pass.
+        std::thread::sleep(Duration::from_secs(1));
+        let exclude = cluster.responder_pids();
+        let daemon_pids = |i: usize| -> anyhow::Result<Vec<i32>> {
+            let p: Vec<i32> = self
+                .rig
+                .pids(i)?
+                .into_iter()
+                .filter(|p| !exclude.contains(p))
+                .collect();
+            if p.is_empty() {
+                bail!("no daemon process on {}", NODE_NAMES[i]);
+            }
+            Ok(p)
+        };
+        let (pa, pb) = (daemon_pids(0)?, daemon_pids(1)?);
+        let total = |p: &[i32]| p.iter().filter_map(|&p| rig::cpu_secs(p)).sum::<f64>();
+        let (a0, b0, t0) = (total(&pa), total(&pb), Instant::now());
+        std::thread::sleep(self.opts.idle);
+        let (a1, b1, secs) = (total(&pa), total(&pb), t0.elapsed().as_secs_f64());
+        if !self.rig.holds_vip(0)? || self.rig.holds_vip(1)? {
+            bail!("the address moved during the idle measurement");
+        }
+        Ok(Idle {
+            master_pct: (a1 - a0).max(0.0) / secs * 100.0,
+            backup_pct: (b1 - b0).max(0.0) / secs * 100.0,
+        })
+    }
+}
+
+/// `stress-ng --cpu 2` in the root namespace, killed on drop.
+struct Stress(Child);
+
+impl Stress {
+    fn start() -> anyhow::Result<Stress> {
+        let child = Command::new("stress-ng")
+            .args(["--cpu", "2", "--quiet"])
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .process_group(0)
+            .spawn()
+            .context("starting stress-ng --cpu 2")?;
+        // Let its workers fork and spin up before sampling starts.
+        std::thread::sleep(Duration::from_millis(300));
+        Ok(Stress(child))
+    }
+}
+
+impl Drop for Stress {
+    fn drop(&mut self) {
+        // stress-ng's workers are in its own process group: signal the whole group.
+        let pgid = nix::unistd::Pid::from_raw(self.0.id() as i32);
+        let _ = nix::sys::signal::killpg(pgid, nix::sys::signal::Signal::SIGKILL);
+        let _ = self.0.wait();
+    }
+}
+
+/// Path of `program` on PATH.
+fn which(program: &str) -> anyhow::Result<std::path::PathBuf> {
+    let path = std::env::var_os("PATH").unwrap_or_default();
+    std::env::split_paths(&path)
+        .map(|d| d.join(program))
+        .find(|p| p.is_file())
+        .with_context(|| format!("`{program}` is not on PATH"))
+}
+
+/// xorshift64*: fault offsets only need to be spread, not secret.
+struct Rng(u64);
+
+impl Rng {
+    fn next(&mut self) -> u64 {
+        self.0 ^= self.0 >> 12;
+        self.0 ^= self.0 << 25;
+        self.0 ^= self.0 >> 27;
+        self.0.wrapping_mul(0x2545_f491_4f6c_dd1d)
+    }
+
+    /// Uniform in [0, d).
+    fn below(&mut self, d: Duration) -> Duration {
+        let unit = (self.next() >> 11) as f64 / (1u64 << 53) as f64;
+        d.mul_f64(unit)
+    }
+}

@@ -1,0 +1,182 @@
+//! Command line of `cargo xtask bench failover -- [OPTIONS]`.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use anyhow::Context;
+use clap::Parser;
+
+/// Options of the failover benchmark (defaults follow the issue).
+#[derive(Debug, Parser)]
+#[command(
+    name = "failover",
+    about = "Failover time of keepalived and of ha-toolkit in one namespace topology"
+)]
+struct Cli {
+    /// Short run: 3 trials, 10 s of loaded steady state, 5 s of idle CPU.
+    #[arg(long)]
+    quick: bool,
+    /// Trials per system (default 5, --quick 3).
+    #[arg(long)]
+    trials: Option<usize>,
+    /// Seconds of steady state with both cores loaded (default 60, --quick 10).
+    #[arg(long)]
+    steady_secs: Option<u64>,
+    /// Seconds over which the idle CPU use of each node is measured (default 10, --quick 5).
+    #[arg(long)]
+    idle_secs: Option<u64>,
+    /// Client probe period in microseconds (the issue asks for 2 ms or faster).
+    #[arg(long, default_value_t = 1000)]
+    probe_us: u64,
+    /// Time both nodes run together before the fault, in milliseconds.
+    #[arg(long, default_value_t = 1000)]
+    settle_ms: u64,
+    /// Seed of the fault-offset generator (default: from the clock; printed).
+    #[arg(long)]
+    seed: Option<u64>,
+    /// keepalived's advert_int in seconds (0.01 is its minimum).
+    #[arg(long, default_value = "0.01")]
+    advert_int: String,
+    /// Give keepalived's VRRP process SCHED_RR priority 50 and mlockall, like our node's
+    /// `--realtime` (pass `--keepalived-plain` for Debian's defaults).
+    #[arg(long)]
+    keepalived_plain: bool,
+    /// Our node binary (default: `cargo build --release -p ha-net --bin ha-net-node`).
+    #[arg(long)]
+    ours_bin: Option<PathBuf>,
+    /// Build our node with the dev profile instead of release.
+    #[arg(long)]
+    ours_debug: bool,
+    /// Our keepalive interval in milliseconds.
+    #[arg(long, default_value_t = 2)]
+    ours_keepalive_ms: u64,
+    /// Our deadtime in milliseconds.
+    #[arg(long, default_value_t = 10)]
+    ours_deadtime_ms: u64,
+    /// Run only one system: `keepalived` or `ours` (the RESULT line then fails).
+    #[arg(long)]
+    only: Option<String>,
+    /// Keep the work directory (configs and daemon logs) and print its path.
+    #[arg(long)]
+    keep_dir: bool,
+    /// Internal: run the UDP responder `NAME PORT` (started by the bench in a node namespace).
+    #[arg(long, num_args = 2, value_names = ["NAME", "PORT"], hide = true)]
+    responder: Option<Vec<String>>,
+}
+
+/// What the process was asked to do.
+#[derive(Debug)]
+pub enum Mode {
+    /// Run the benchmark.
+    Bench(Opts),
+    /// Serve probes with this node name on this UDP port (internal).
+    Responder {
+        /// Name sent back to the client.
+        name: String,
+        /// UDP port.
+        port: u16,
+    },
+}
+
+/// Which systems to measure.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Only {
+    /// Both.
+    Both,
+    /// keepalived alone.
+    Keepalived,
+    /// Ours alone.
+    Ours,
+}
+
+/// Benchmark settings.
+#[derive(Debug, Clone)]
+pub struct Opts {
+    /// Trials per system.
+    pub trials: usize,
+    /// Loaded steady-state duration.
+    pub steady: Duration,
+    /// Idle CPU measurement window.
+    pub idle: Duration,
+    /// Client probe period.
+    pub probe_every: Duration,
+    /// Both nodes up this long before a fault.
+    pub settle: Duration,
+    /// RNG seed for the fault offsets.
+    pub seed: u64,
+    /// keepalived advert_int (seconds, as written in its config).
+    pub advert_int: String,
+    /// Real-time priority for keepalived's VRRP process.
+    pub keepalived_rt: bool,
+    /// Our node binary, when given.
+    pub ours_bin: Option<PathBuf>,
+    /// Build our node in release mode.
+    pub ours_release: bool,
+    /// Our keepalive.
+    pub ours_keepalive: Duration,
+    /// Our deadtime.
+    pub ours_deadtime: Duration,
+    /// Systems to run.
+    pub only: Only,
+    /// Keep the work directory.
+    pub keep_dir: bool,
+}
+
+/// Parse the benchmark's arguments (a leading `--` is ignored).
+pub fn parse(args: &[String]) -> anyhow::Result<Mode> {
+    let args = args.iter().filter(|a| a.as_str() != "--");
+    let cli = Cli::try_parse_from(std::iter::once(&"failover".to_string()).chain(args))
+        .map_err(|e| anyhow::anyhow!("{e}"))?;
+    if let Some(r) = cli.responder {
+        let (name, port) = match r.as_slice() {
+            [n, p] => (n.clone(), p),
+            _ => anyhow::bail!("--responder needs NAME PORT"),
+        };
+        let port = port
+            .parse()
+            .with_context(|| format!("--responder port `{port}` is not a UDP port"))?;
+        return Ok(Mode::Responder { name, port });
+    }
+    let only = match cli.only.as_deref() {
+        None => Only::Both,
+        Some("keepalived") => Only::Keepalived,
+        Some("ours") => Only::Ours,
+        Some(o) => anyhow::bail!("--only takes `keepalived` or `ours`, not `{o}`"),
+    };
+    if cli.probe_us == 0 || cli.probe_us > 2000 {
+        anyhow::bail!(
+            "--probe-us {} is outside 1..=2000 (the issue asks for 2 ms or faster)",
+            cli.probe_us
+        );
+    }
+    if cli.ours_deadtime_ms <= 2 * cli.ours_keepalive_ms {
+        anyhow::bail!(
+            "--ours-deadtime-ms {} must exceed 2 x --ours-keepalive-ms {}",
+            cli.ours_deadtime_ms,
+            cli.ours_keepalive_ms
+        );
+    }
+    let q = cli.quick;
+    let seed = cli.seed.unwrap_or_else(|| {
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_nanos() as u64)
+            .unwrap_or(0x9e37_79b9)
+    });
+    Ok(Mode::Bench(Opts {
+        trials: cli.trials.unwrap_or(if q { 3 } else { 5 }).max(1),
+        steady: Duration::from_secs(cli.steady_secs.unwrap_or(if q { 10 } else { 60 })),
+        idle: Duration::from_secs(cli.idle_secs.unwrap_or(if q { 5 } else { 10 }).max(1)),
+        probe_every: Duration::from_micros(cli.probe_us),
+        settle: Duration::from_millis(cli.settle_ms),
+        seed,
+        advert_int: cli.advert_int,
+        keepalived_rt: !cli.keepalived_plain,
+        ours_bin: cli.ours_bin,
+        ours_release: !cli.ours_debug,
+        ours_keepalive: Duration::from_millis(cli.ours_keepalive_ms),
+        ours_deadtime: Duration::from_millis(cli.ours_deadtime_ms),
+        only,
+        keep_dir: cli.keep_dir,
+    }))
+}
