@@ -9,6 +9,22 @@
 //! - [`checker`]: shared real-server health checks driving the table.
 //! - [`realserver`]: VIP on `lo` and ARP sysctls for DR/TUN real servers.
 //! - [`agent`]: the director's table as an ha-core cluster resource.
+//!
+//! ```no_run
+//! use ha_lvs::model::*;
+//! use ha_lvs::{ipvsadm, netlink::IpvsClient, reconcile};
+//! # fn main() -> ha_lvs::Result<()> {
+//! let desired = ipvsadm::parse_rules(
+//!     "-A -t 10.0.0.1:80 -s wrr\n-a -t 10.0.0.1:80 -r 10.0.1.1:80 -m -w 2\n",
+//!     "rules",
+//! )?;
+//! let mut client = IpvsClient::connect()?; // resolves the IPVS family once
+//! let applied = reconcile::apply(&mut client, &desired)?; // minimal, pipelined
+//! let again = reconcile::apply(&mut client, &desired)?;
+//! assert!(again.is_empty());
+//! print!("{}", ipvsadm::render_list(&client.info()?, &client.table()?, Default::default()));
+//! # let _ = applied; Ok(()) }
+//! ```
 
 pub mod agent;
 pub mod checker;

@@ -139,7 +139,12 @@ fn finish(
     systems: &[(Box<dyn System>, SystemResult)],
     ours_missing: Option<String>,
 ) -> anyhow::Result<()> {
-    let get = |name: &str| systems.iter().find(|(s, _)| s.name() == name).map(|(_, r)| r);
+    let get = |name: &str| {
+        systems
+            .iter()
+            .find(|(s, _)| s.name() == name)
+            .map(|(_, r)| r)
+    };
     let mut problems = Vec::new();
     if let Some(e) = ours_missing {
         problems.push(format!("our node daemon is unavailable: {e}"));
@@ -238,7 +243,9 @@ impl Bench<'_> {
                 tail(1)
             );
         }
-        let recent = self.prober.since(Instant::now() - Duration::from_millis(200));
+        let recent = self
+            .prober
+            .since(Instant::now() - Duration::from_millis(200));
         if recent.is_empty() || recent.iter().any(|r| r.node != 0) {
             bail!(
                 "{}: after B started the client's answers are not A's alone ({} answers in \
@@ -254,7 +261,12 @@ impl Bench<'_> {
             if let Some(c) = d.child()
                 && let Ok(Some(st)) = c.try_wait()
             {
-                bail!("{}: daemon of {} exited: {st}\n{}", sys.name(), NODE_NAMES[i], tail(i));
+                bail!(
+                    "{}: daemon of {} exited: {st}\n{}",
+                    sys.name(),
+                    NODE_NAMES[i],
+                    tail(i)
+                );
             }
         }
         Ok(cluster)
@@ -290,7 +302,11 @@ impl Bench<'_> {
         let fault = Instant::now();
         let mut killed = Rig::kill_pids(&pids);
         // Anything forked since the scan (the killed ones may still be listed while exiting).
-        let late: Vec<i32> = rig.pids(0)?.into_iter().filter(|p| !pids.contains(p)).collect();
+        let late: Vec<i32> = rig
+            .pids(0)?
+            .into_iter()
+            .filter(|p| !pids.contains(p))
+            .collect();
         killed += Rig::kill_pids(&late);
         let answer = loop {
             if let Some(at) = self.prober.first_from(1, fault) {

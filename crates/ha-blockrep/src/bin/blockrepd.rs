@@ -23,7 +23,10 @@ use tokio::io::AsyncBufReadExt;
 
 /// Command-line flags.
 #[derive(Parser, Debug)]
-#[command(name = "blockrepd", about = "DRBD-class replicated block device with an NBD export")]
+#[command(
+    name = "blockrepd",
+    about = "DRBD-class replicated block device with an NBD export"
+)]
 struct Args {
     /// Backing file or block device (data, plus metadata at its end when internal).
     #[arg(long)]
@@ -102,9 +105,7 @@ fn parse_size(s: &str) -> std::result::Result<u64, String> {
         }
         _ => (s, 1),
     };
-    let n: u64 = num
-        .parse()
-        .map_err(|e| format!("bad size `{s}`: {e}"))?;
+    let n: u64 = num.parse().map_err(|e| format!("bad size `{s}`: {e}"))?;
     n.checked_mul(mult)
         .ok_or_else(|| format!("size `{s}` overflows"))
 }
@@ -163,7 +164,7 @@ async fn open_devices(a: &Args) -> Result<(DynDevice, Metadata)> {
 fn status_line(e: &Engine) -> String {
     let s = e.status();
     let mut line = format!(
-        "STATUS cs={} ro={}/{} ds={}/{} oos={} ns={} nr={} dw={}",
+        "STATUS cs={} ro={}/{} ds={}/{} oos={} ns={} nr={} dw={} rs={}",
         s.cs(),
         s.role,
         s.peer_role,
@@ -172,7 +173,8 @@ fn status_line(e: &Engine) -> String {
         s.oos,
         s.ns,
         s.nr,
-        s.dw
+        s.dw,
+        e.resync_bytes_sent()
     );
     if let Some(p) = &s.sync {
         line += &format!(" synced={:.1}%", p.percent());
@@ -190,7 +192,10 @@ fn status_key(e: &Engine) -> String {
         s.peer_role,
         s.disk,
         s.peer_disk,
-        s.sync.as_ref().map(|p| p.percent() as u32 / 10).unwrap_or(100)
+        s.sync
+            .as_ref()
+            .map(|p| p.percent() as u32 / 10)
+            .unwrap_or(100)
     )
 }
 

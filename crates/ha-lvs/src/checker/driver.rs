@@ -185,8 +185,9 @@ fn apply_logged<S: TableSink>(sink: &mut S, changes: &[Request]) {
 }
 
 impl Checker {
-    /// Start checking. The services of the monitor are first brought to their desired state
-    /// (services the monitor does not manage are left alone).
+    /// Start checking (call from inside a tokio runtime). The services of the monitor are first
+    /// brought to their desired state (services the monitor does not manage are left alone).
+    /// Probes of one interval are spread over it so thousands of them do not fire together.
     pub fn spawn<S: TableSink>(monitor: Monitor, mut sink: S) -> Result<Checker> {
         let desired = monitor.desired_table();
         let current: Table = sink

@@ -2,7 +2,7 @@
 //! `ipvsadm -L -n` listing (render), byte-identical to ipvsadm 1.31.
 //!
 //! ipvsadm sorts services and real servers with a C comparator that subtracts unsigned
-//! addresses into an `int`, run through glibc's merge sort; [`order`] reproduces both so the
+//! addresses into an `int`, run through glibc's merge sort; the private `order` module reproduces both so the
 //! output order matches even where that comparator is not a total order.
 
 mod list;

@@ -27,10 +27,13 @@ impl Keepalived {
         if !(0.01..=255.0).contains(&secs) {
             anyhow::bail!("advert_int {advert_int} is outside keepalived's 0.01..=255 s");
         }
-        let out = Command::new("keepalived").arg("--version").output().context(
-            "running `keepalived --version`: install Debian's keepalived \
+        let out = Command::new("keepalived")
+            .arg("--version")
+            .output()
+            .context(
+                "running `keepalived --version`: install Debian's keepalived \
              (apt-get install keepalived)",
-        )?;
+            )?;
         // keepalived prints its version on stderr.
         let text = String::from_utf8_lossy(&out.stderr).to_string()
             + &String::from_utf8_lossy(&out.stdout);
@@ -106,8 +109,8 @@ impl System for Keepalived {
     }
 
     fn prepare(&mut self, rig: &Rig) -> anyhow::Result<()> {
-        for node in 0..2 {
-            let path = rig.dir().join(format!("keepalived-{}.conf", NODE_NAMES[node]));
+        for (node, name) in NODE_NAMES.iter().enumerate() {
+            let path = rig.dir().join(format!("keepalived-{name}.conf"));
             std::fs::write(&path, self.config(rig, node))
                 .with_context(|| format!("writing {}", path.display()))?;
         }

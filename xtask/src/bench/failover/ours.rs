@@ -159,7 +159,11 @@ impl System for Ours {
             let text = std::fs::read_to_string(&path).unwrap_or_default();
             let lines: Vec<&str> = text.lines().collect();
             let start = lines.len().saturating_sub(30);
-            out += &format!("--- {} ---\n{}\n", path.display(), lines[start..].join("\n"));
+            out += &format!(
+                "--- {} ---\n{}\n",
+                path.display(),
+                lines[start..].join("\n")
+            );
         }
         out
     }
@@ -193,7 +197,10 @@ pub fn build_node(release: bool) -> anyhow::Result<PathBuf> {
         .output()
         .with_context(|| format!("running {cargo} build -p ha-net"))?;
     if !out.status.success() {
-        anyhow::bail!("`cargo build -p ha-net --bin ha-net-node` failed ({})", out.status);
+        anyhow::bail!(
+            "`cargo build -p ha-net --bin ha-net-node` failed ({})",
+            out.status
+        );
     }
     for line in String::from_utf8_lossy(&out.stdout).lines() {
         let Ok(v) = serde_json::from_str::<serde_json::Value>(line) else {

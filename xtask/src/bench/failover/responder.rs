@@ -19,7 +19,13 @@ pub fn serve(name: &str, port: u16) -> anyhow::Result<()> {
     // responders from its main thread, which lives as long as the bench).
     // SAFETY: prctl with integer arguments only.
     unsafe {
-        libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL as libc::c_ulong, 0, 0, 0);
+        libc::prctl(
+            libc::PR_SET_PDEATHSIG,
+            libc::SIGKILL as libc::c_ulong,
+            0,
+            0,
+            0,
+        );
     }
     // Same priority as the client's threads: the harness must not be what is slow.
     realtime_thread(40);

@@ -88,13 +88,8 @@ impl Rig {
     /// Remove the floating address from node `i` (a daemon killed with SIGKILL leaves it).
     pub fn drop_vip(&self, i: usize) -> anyhow::Result<()> {
         if self.holds_vip(i)? {
-            self.ns(i).ip(&[
-                "addr",
-                "del",
-                &format!("{VIP}/{VIP_PREFIX}"),
-                "dev",
-                IFACE,
-            ])?;
+            self.ns(i)
+                .ip(&["addr", "del", &format!("{VIP}/{VIP_PREFIX}"), "dev", IFACE])?;
         }
         Ok(())
     }
@@ -204,7 +199,11 @@ pub fn ns_pids(ns_path: &Path) -> anyhow::Result<Vec<i32>> {
     let mut pids = Vec::new();
     for entry in fs::read_dir("/proc").context("reading /proc")? {
         let Ok(entry) = entry else { continue };
-        let Some(pid) = entry.file_name().to_str().and_then(|s| s.parse::<i32>().ok()) else {
+        let Some(pid) = entry
+            .file_name()
+            .to_str()
+            .and_then(|s| s.parse::<i32>().ok())
+        else {
             continue;
         };
         // Processes exit while we scan: a failed readlink just means "gone".
