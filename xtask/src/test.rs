@@ -13,11 +13,22 @@ use std::time::Instant;
 pub fn run(args: &[String]) -> anyhow::Result<()> {
     let started = Instant::now();
     step("install missing packages", super::deps::ensure)?;
-    step("cargo fmt --check", || cargo(&["fmt", "--all", "--", "--check"]))?;
-    step("cargo clippy", || {
-        cargo(&["clippy", "--workspace", "--all-targets", "--", "-D", "warnings"])
+    step("cargo fmt --check", || {
+        cargo(&["fmt", "--all", "--", "--check"])
     })?;
-    step("build tests", || cargo(&["test", "--workspace", "--no-run"]))?;
+    step("cargo clippy", || {
+        cargo(&[
+            "clippy",
+            "--workspace",
+            "--all-targets",
+            "--",
+            "-D",
+            "warnings",
+        ])
+    })?;
+    step("build tests", || {
+        cargo(&["test", "--workspace", "--no-run"])
+    })?;
     step("vm image", || {
         if testkit::is_root() {
             super::vm::image(false).map(|_| ())

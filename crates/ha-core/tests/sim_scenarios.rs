@@ -460,3 +460,101 @@ fn failed_stop_gets_the_node_fenced() {
     assert_eq!(sim.running_on(&g("nfs")), Some(NodeId(2)));
     assert!(sim.violations().is_empty(), "{:?}", sim.violations());
 }
+
+/// auto_failback off: after the preferred node crashed and came back, the group stays on the
+/// node that took it over and is never stopped there (no NoQuorum stop while the returning
+/// node has not granted yet), whatever the quorum mode.
+#[test]
+fn auto_failback_off_holder_never_stops_when_preferred_node_returns() {
+    let cases = [
+        ("two_node", 2, QuorumMode::TwoNode),
+        ("none", 2, QuorumMode::None),
+        ("majority-3", 3, QuorumMode::Majority),
+    ];
+    for (name, n, quorum) in cases {
+        for seed in 1..=40u64 {
+            // Odd seeds: lossy, jittery links (the returning node's grant may come late).
+            let cfg = if seed % 2 == 1 {
+                SimConfig {
+                    loss: 0.1,
+                    delay_max: Duration::from_millis(40),
+                    ..rec()
+                }
+            } else {
+                rec()
+            };
+            let m = model_builder(n)
+                .quorum(quorum)
+                .auto_failback(false)
+                .group("nfs", &["vip", "fs"], Some(1))
+                .build();
+            let mut sim = Sim::new(m, cfg, seed).unwrap();
+            let nfs = g("nfs");
+            sim.run_until(ms(2000));
+            assert_eq!(sim.running_on(&nfs), Some(NodeId(1)), "{name} seed {seed}");
+            sim.apply(Fault::Crash(NodeId(1)));
+            sim.run_until(ms(3500));
+            let holder = sim.running_on(&nfs);
+            assert!(
+                holder.is_some_and(|h| h != NodeId(1)),
+                "{name} seed {seed}: no failover ({holder:?})"
+            );
+            let holder = holder.unwrap();
+            let t_back = ms(3500);
+            sim.apply(Fault::Restart(NodeId(1)));
+            sim.run_until(ms(7000));
+            let stops: Vec<_> = sim
+                .log()
+                .iter()
+                .filter(|e| e.at >= t_back)
+                .filter(|e| {
+                    matches!(&e.kind, LogKind::Event(Event::GroupStopping { .. }))
+                        || matches!(&e.kind, LogKind::Action(a) if a.op != ResourceOp::Monitor)
+                })
+                .collect();
+            if !stops.is_empty() {
+                dump(&sim);
+            }
+            assert!(
+                stops.is_empty(),
+                "{name} seed {seed}: group touched after node 1 returned: {stops:?}"
+            );
+            assert_eq!(sim.running_on(&nfs), Some(holder), "{name} seed {seed}");
+            assert!(sim.violations().is_empty(), "{:?}", sim.violations());
+        }
+    }
+}
+
+/// A holder keeps its group while a peer that just (re)joined has not granted yet: the crash
+/// and reboot of the idle backup never touches the group on the preferred node.
+#[test]
+fn holder_keeps_group_while_rebooted_backup_has_not_granted_yet() {
+    for (name, n, quorum) in [
+        ("two_node", 2, QuorumMode::TwoNode),
+        ("none", 2, QuorumMode::None),
+        ("majority-3", 3, QuorumMode::Majority),
+    ] {
+        for seed in 1..=10u64 {
+            let m = model_builder(n)
+                .quorum(quorum)
+                .group("nfs", &["vip", "fs"], Some(1))
+                .build();
+            let mut sim = Sim::new(m, rec(), seed).unwrap();
+            let nfs = g("nfs");
+            sim.run_until(ms(2000));
+            assert_eq!(sim.running_on(&nfs), Some(NodeId(1)), "{name} seed {seed}");
+            let t_crash = ms(2000);
+            sim.apply(Fault::Crash(NodeId(2)));
+            sim.run_until(ms(3000));
+            sim.apply(Fault::Restart(NodeId(2)));
+            sim.run_until(ms(5000));
+            let touched: Vec<_> = ops(&sim, NodeId(1), t_crash);
+            assert!(
+                touched.is_empty(),
+                "{name} seed {seed}: group touched on node 1: {touched:?}"
+            );
+            assert_eq!(sim.running_on(&nfs), Some(NodeId(1)), "{name} seed {seed}");
+            assert!(sim.violations().is_empty(), "{:?}", sim.violations());
+        }
+    }
+}

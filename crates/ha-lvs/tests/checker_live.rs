@@ -322,8 +322,15 @@ async fn ldirectord_autoreload_applies_a_minimal_diff() {
         ha_lvs::ldirectord::watch_and_reload(path, &c2, Duration::from_millis(30)).await;
     });
     let log_len = mem.log.lock().unwrap().len();
+    // Replace the file atomically: the watcher could otherwise read it truncated (an empty
+    // file is a valid, empty configuration).
+    let write_atomic = |text: &str| {
+        let tmp = cf.with_extension("tmp");
+        std::fs::write(&tmp, text).unwrap();
+        std::fs::rename(&tmp, &cf).unwrap();
+    };
     // A broken file is ignored.
-    std::fs::write(&cf, "virtual=10.0.0.9:80\n\treal=10.0.9.1:80 bogus\n").unwrap();
+    write_atomic("virtual=10.0.0.9:80\n\treal=10.0.9.1:80 bogus\n");
     tokio::time::sleep(Duration::from_millis(150)).await;
     assert_eq!(
         mem.log.lock().unwrap().len(),
@@ -331,11 +338,9 @@ async fn ldirectord_autoreload_applies_a_minimal_diff() {
         "invalid file must not change the table"
     );
     // Add a real server and change the scheduler: exactly two edits.
-    std::fs::write(
-        &cf,
-        format!("{v1}\treal=10.0.9.2:80 gate 3\n").replace("scheduler=rr", "scheduler=wlc"),
-    )
-    .unwrap();
+    write_atomic(
+        &format!("{v1}\treal=10.0.9.2:80 gate 3\n").replace("scheduler=rr", "scheduler=wlc"),
+    );
     wait_for(&mem, "reloaded", |t| {
         weight_of(t, s, "10.0.9.2:80".parse().unwrap()) == Some(3)
     })

@@ -13,11 +13,13 @@
 //! - [`media`]: UDP unicast/multicast/broadcast bound to interfaces, and byte streams (serial);
 //! - [`runtime`]: the tokio node driving `ha_core::node::Node`, with events, status and
 //!   graceful handover;
+//! - [`alarm`]: exact (timerfd) wake-ups for the node loop's timers;
 //! - [`floating_ip`]: the `IPaddr` resource (rtnetlink + gratuitous ARP / unsolicited NA);
 //! - [`ping`]: ICMP reachability of ping nodes.
 //!
 //! The `ha-net-node` binary runs one node as a process (used by the namespace tests).
 
+pub mod alarm;
 pub mod auth;
 pub mod error;
 pub mod floating_ip;

@@ -15,6 +15,7 @@ use serde::Serialize;
 use tokio::sync::{broadcast, mpsc, oneshot, watch};
 use tokio::task::JoinHandle;
 
+use crate::alarm::Alarm;
 use crate::auth::{Counters, Keyring};
 use crate::media::{Inbound, Media};
 use crate::ping::{PingConfig, spawn_pinger};
@@ -24,6 +25,11 @@ use crate::{Error, Result};
 
 /// Longest time the status snapshot's counters may lag behind.
 pub const STATUS_REFRESH: Duration = Duration::from_millis(100);
+
+/// Keepalives up to this short make [`NodeRuntime::start`] drain the UDP media from the
+/// node's timer ticks instead of waking for every received frame (see
+/// [`RuntimeConfig::poll_media`]).
+pub const POLL_MEDIA_MAX_KEEPALIVE: Duration = Duration::from_millis(10);
 
 /// A fencing hook: power off or reset `node`, true on success.
 pub type FenceFn =
@@ -47,6 +53,11 @@ pub struct RuntimeConfig {
     /// Transport tuning; `None`: derived from the model's timing. Its `me` and `incarnation`
     /// are overridden by the fields above.
     pub session: Option<SessionConfig>,
+    /// Drain the UDP media on the node's timer ticks (at least every keepalive) instead of
+    /// waking for each received frame: halves the wake-ups of a short keepalive, at the price
+    /// of up to one keepalive of extra latency for received messages. `None`: on when the
+    /// model's keepalive is at most [`POLL_MEDIA_MAX_KEEPALIVE`].
+    pub poll_media: Option<bool>,
 }
 
 impl std::fmt::Debug for RuntimeConfig {
@@ -69,6 +80,7 @@ impl RuntimeConfig {
             ping: None,
             fence: None,
             session: None,
+            poll_media: None,
         }
     }
 }
@@ -114,7 +126,10 @@ impl NodeRuntime {
     /// Open the model's media and start the node. Needs a tokio runtime.
     pub fn start(cfg: RuntimeConfig) -> Result<NodeRuntime> {
         let (tx, rx) = mpsc::channel(1024);
-        let media = Media::open(&cfg.model.links, &tx)?;
+        let poll = cfg
+            .poll_media
+            .unwrap_or(cfg.model.timing.keepalive <= POLL_MEDIA_MAX_KEEPALIVE);
+        let media = Media::open_with(&cfg.model.links, &tx, poll)?;
         Self::start_with_media(cfg, media, tx, rx)
     }
 
@@ -180,6 +195,7 @@ impl NodeRuntime {
             });
             Some(spawn_pinger(pc, ping_tx)?)
         };
+        let media_polled = media.has_polled();
         let driver = Driver {
             node,
             session,
@@ -192,6 +208,9 @@ impl NodeRuntime {
             running: 0,
             status_dirty: true,
             last_status: start,
+            fed: std::cell::Cell::new(Timestamp::ZERO),
+            rx_buf: if media_polled { vec![0; 65_536] } else { Vec::new() },
+            poll_every: model.timing.keepalive.max(Duration::from_millis(1)),
             _keep: keep,
             _pinger: pinger,
         };
@@ -270,6 +289,12 @@ struct Driver {
     running: usize,
     status_dirty: bool,
     last_status: Instant,
+    /// Latest time handed to the state machine.
+    fed: std::cell::Cell<Timestamp>,
+    /// Scratch buffer for draining polled media (empty when none is polled).
+    rx_buf: Vec<u8>,
+    /// Longest sleep while media are polled: frames must not wait longer than this.
+    poll_every: Duration,
     _keep: mpsc::Sender<Inbound>,
     _pinger: Option<crate::ping::Pinger>,
 }
@@ -281,11 +306,9 @@ enum Done {
 
 impl Driver {
     fn now(&self) -> Timestamp {
-        Timestamp::from_duration(self.start.elapsed())
-    }
-
-    fn instant(&self, t: Timestamp) -> tokio::time::Instant {
-        tokio::time::Instant::from_std(self.start + t.as_duration())
+        let t = Timestamp::from_duration(self.start.elapsed());
+        self.fed.set(t);
+        t
     }
 
     async fn run(
@@ -295,6 +318,10 @@ impl Driver {
         mut ping: mpsc::Receiver<bool>,
     ) -> Result<()> {
         let (done_tx, mut done_rx) = mpsc::channel::<Done>(256);
+        // Offsets of the alarm count from its creation, a little after `self.start`: it
+        // never fires before `self.now()` reaches the deadline.
+        let mut alarm = Alarm::new()?;
+        let skew = self.start.elapsed();
         let mut shutdown: Option<(tokio::time::Instant, oneshot::Sender<bool>)> = None;
         let mut standby_done = false;
         loop {
@@ -314,7 +341,12 @@ impl Driver {
                 .into_iter()
                 .flatten()
                 .min();
-            let wake = next.map(|t| self.instant(t));
+            let mut wake = next.map(|t| t.as_duration());
+            if !self.rx_buf.is_empty() {
+                let latest = self.start.elapsed() + self.poll_every;
+                wake = Some(wake.map_or(latest, |w| w.min(latest)));
+            }
+            alarm.set(wake.map(|w| w.saturating_sub(skew)))?;
             let far = tokio::time::Instant::now() + Duration::from_secs(3600);
             let stop_at = shutdown.as_ref().map(|(t, _)| *t);
             tokio::select! {
@@ -356,7 +388,11 @@ impl Driver {
                     }
                 }
                 Some(ok) = ping.recv() => self.node.handle_ping(self.now(), ok),
-                _ = tokio::time::sleep_until(wake.unwrap_or(far)) => {
+                () = alarm.wait() => {
+                    // Frames that waited in polled media count before any deadline does.
+                    if self.drain_polled() {
+                        standby_done |= self.pump(&done_tx);
+                    }
                     let now = self.now();
                     self.session.handle_timeout(now);
                     if self.node.poll_timeout().is_some_and(|t| t <= now) {
@@ -365,6 +401,44 @@ impl Driver {
                 }
             }
         }
+    }
+
+    /// Feed every frame waiting in polled media to the session and the state machine, each at
+    /// its kernel arrival time (so reading a tick late neither delays failure detection nor
+    /// makes heartbeats look late); true if there was any.
+    fn drain_polled(&mut self) -> bool {
+        if self.rx_buf.is_empty() {
+            return false;
+        }
+        let before = self.fed.get();
+        let now = self.now();
+        let wall = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .unwrap_or(Duration::ZERO);
+        // Times handed to ha-core never go backwards: not before what it saw last, not
+        // after now (a clock step makes the stamps useless, not harmful).
+        // (`now` above already moved `fed`: remember the time before it.)
+        let mut t = before;
+        let Driver {
+            media,
+            session,
+            node,
+            rx_buf,
+            ..
+        } = self;
+        let n = media.poll_receive(rx_buf, |link, frame, stamp| {
+            let arrived = stamp.map_or(now, |s| {
+                let age = wall.saturating_sub(s);
+                Timestamp::from_duration(now.as_duration().saturating_sub(age))
+            });
+            t = t.max(arrived.min(now));
+            let _ = session.receive(t, link, frame);
+            while let Some(d) = session.poll_delivered() {
+                node.handle_message(t, d.from, d.link, d.message);
+            }
+        });
+        self.fed.set(now);
+        n > 0
     }
 
     /// True when every group is stopped here and, if some node may run it, a peer has it

@@ -5,11 +5,18 @@
 //! UDP responder answering with its name; the client probes the floating address every
 //! millisecond. A trial starts A (preferred), waits until the client gets A's answers,
 //! starts B, lets both settle, waits a random offset within one heartbeat cycle and then
-//! SIGKILLs every process in A's namespace. Failover time = fault to the client's first
+//! SIGKILLs every process in A's namespace (daemon and responder; all frozen with SIGSTOP
+//! first so none reacts to another's death). Failover time = fault to the client's first
 //! answer from B. Trials of the two systems alternate so machine noise hits both alike.
-//! Then, per system: 60 s with `stress-ng --cpu 2` counting false failovers, and the CPU
-//! use of each idle node over 10 s. The last line is
+//! Then, per system: 60 s with `stress-ng --cpu 2` counting false failovers (episodes in
+//! which the address is not A's alone: B holds it, A lost it, or B answered), and the CPU
+//! use (utime + stime) of each idle node's daemon processes over 10 s; the busier node
+//! counts. The last line is
 //! `RESULT ours_ms=.. keepalived_ms=.. ratio=.. false_failovers=.. idle_cpu_pct=..`.
+//!
+//! Our node is `ha-net-node`, built here in release mode unless `--ours-bin` names one; if
+//! it is unavailable keepalived is still measured and printed, then the bench fails.
+//! Options: `cargo xtask bench failover -- --help`.
 
 mod keepalived;
 mod opts;
@@ -18,9 +25,10 @@ mod probe;
 mod report;
 mod responder;
 mod rig;
+mod sniff;
 mod system;
 
-use std::os::unix::process::CommandExt as _;
+use std::collections::HashMap;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
@@ -31,6 +39,7 @@ use self::opts::{Mode, Only, Opts};
 use self::probe::Prober;
 use self::report::{Idle, Steady, SystemResult, Trial, median};
 use self::rig::{CLIENT, NODE_NAMES, PROBE_PORT, Rig};
+use self::sniff::Sniffer;
 use self::system::System;
 
 /// Longest wait for a node to take the address (start-up or failover).
@@ -75,9 +84,13 @@ pub fn run(args: &[String]) -> anyhow::Result<()> {
     let main_rt = rig::realtime_thread(45);
     let mut rig = Rig::new()?;
     let prober = Prober::start(rig.ns(CLIENT), opts.probe_every)?;
+    let sniffer = Sniffer::start(rig.ns(1), rig.ip(0))?;
     let mut bench = Bench {
         rig: &rig,
         prober: &prober,
+        sniffer: &sniffer,
+        join_disturbed: HashMap::new(),
+        startups: HashMap::new(),
         opts: &opts,
         rng: Rng(opts.seed | 1),
         run: 0,
@@ -121,6 +134,11 @@ pub fn run(args: &[String]) -> anyhow::Result<()> {
         res.steady = Some(steady.map_err(|e| format!("{e:#}")));
         res.idle = Some(idle.map_err(|e| format!("{e:#}")));
     }
+    for (sys, res) in systems.iter_mut() {
+        res.join_disturbed = bench.join_disturbed.get(sys.name()).copied().unwrap_or(0);
+        res.startups = bench.startups.get(sys.name()).copied().unwrap_or(0);
+    }
+    drop(sniffer);
     drop(prober);
     if opts.keep_dir {
         eprintln!("bench failover: logs kept in {}", rig.keep_dir().display());
@@ -200,6 +218,11 @@ impl Cluster {
 struct Bench<'a> {
     rig: &'a Rig,
     prober: &'a Prober,
+    sniffer: &'a Sniffer,
+    /// Per system: start-ups in which B's start disturbed A's service.
+    join_disturbed: HashMap<String, usize>,
+    /// Per system: cluster start-ups.
+    startups: HashMap<String, usize>,
     opts: &'a Opts,
     rng: Rng,
     /// Numbers daemon log files.
@@ -212,6 +235,7 @@ impl Bench<'_> {
     fn bring_up(&mut self, sys: &mut dyn System) -> anyhow::Result<Cluster> {
         self.run += 1;
         let run = self.run;
+        *self.startups.entry(sys.name().to_string()).or_default() += 1;
         let rig = self.rig;
         rig.wipe(0)?;
         rig.wipe(1)?;
@@ -233,29 +257,9 @@ impl Bench<'_> {
             );
         }
         cluster.daemons.push(sys.start(rig, 1, run)?);
+        let b_started = Instant::now();
         std::thread::sleep(self.opts.settle);
         let tail = |n| sys.log_tail(rig, n, run);
-        if rig.holds_vip(1)? {
-            bail!(
-                "{}: B holds the address after starting next to A\n{}\n{}",
-                sys.name(),
-                tail(0),
-                tail(1)
-            );
-        }
-        let recent = self
-            .prober
-            .since(Instant::now() - Duration::from_millis(200));
-        if recent.is_empty() || recent.iter().any(|r| r.node != 0) {
-            bail!(
-                "{}: after B started the client's answers are not A's alone ({} answers in \
-                 200 ms)\n{}\n{}",
-                sys.name(),
-                recent.len(),
-                tail(0),
-                tail(1)
-            );
-        }
         // Exit of a daemon during start-up (bad config) shows up here.
         for (i, d) in cluster.daemons.iter_mut().enumerate() {
             if let Some(c) = d.child()
@@ -268,6 +272,56 @@ impl Bench<'_> {
                     tail(i)
                 );
             }
+        }
+        // B joining must leave A's service alone. When it does not, that is counted and
+        // shown (a defect of the system, not of this trial), and the fault waits until A
+        // serves alone again.
+        let b_answers = |since| {
+            self.prober
+                .since(since)
+                .iter()
+                .filter(|r| r.node != 0)
+                .count()
+        };
+        if b_answers(b_started) > 0 || rig.holds_vip(1)? {
+            *self
+                .join_disturbed
+                .entry(sys.name().to_string())
+                .or_default() += 1;
+            eprintln!(
+                "  {}: starting B disturbed A's service ({} answers from B); waiting for A alone",
+                sys.name(),
+                b_answers(b_started)
+            );
+        }
+        let window = Duration::from_millis(200);
+        let t1 = Instant::now();
+        loop {
+            let now = Instant::now();
+            let recent = self.prober.since(now - window);
+            let alone = !recent.is_empty()
+                && recent.iter().all(|r| r.node == 0)
+                && rig.holds_vip(0)?
+                && !rig.holds_vip(1)?;
+            if alone {
+                break;
+            }
+            if t1.elapsed() > TAKEOVER_LIMIT {
+                bail!(
+                    "{}: A does not serve alone with B running ({} answers in the last 200 ms, \
+                     {} from B; address on A: {}, on B: {})\nprocesses: A [{}], B [{}]\n{}\n{}",
+                    sys.name(),
+                    recent.len(),
+                    recent.iter().filter(|r| r.node != 0).count(),
+                    rig.holds_vip(0)?,
+                    rig.holds_vip(1)?,
+                    rig.describe(0),
+                    rig.describe(1),
+                    tail(0),
+                    tail(1)
+                );
+            }
+            std::thread::sleep(Duration::from_millis(20));
         }
         Ok(cluster)
     }
@@ -301,6 +355,7 @@ impl Bench<'_> {
         std::thread::sleep(offset);
         let fault = Instant::now();
         let mut killed = Rig::kill_pids(&pids);
+        let phase = self.sniffer.since_last_before(fault);
         // Anything forked since the scan (the killed ones may still be listed while exiting).
         let late: Vec<i32> = rig
             .pids(0)?
@@ -327,6 +382,7 @@ impl Bench<'_> {
         rig.wipe(1)?;
         Ok(Trial {
             offset,
+            phase,
             failover: answer - fault,
             killed,
         })
@@ -359,7 +415,7 @@ impl Bench<'_> {
 
     fn steady(&mut self, _cluster: &mut Cluster) -> anyhow::Result<Steady> {
         let rig = self.rig;
-        let _stress = Stress::start()?;
+        let _stress = Stress::start(self.opts.steady)?;
         let t0 = Instant::now();
         let sent0 = self.prober.sent();
         let mut s = Steady::default();
@@ -433,17 +489,19 @@ impl Bench<'_> {
     }
 }
 
-/// `stress-ng --cpu 2` in the root namespace, killed on drop.
+/// `stress-ng --cpu 2` in the root namespace, stopped on drop.
 struct Stress(Child);
 
 impl Stress {
-    fn start() -> anyhow::Result<Stress> {
+    fn start(duration: Duration) -> anyhow::Result<Stress> {
+        // --timeout is a safety net: even a bench killed with SIGKILL leaves no spinning load
+        // behind for long. (Same process group as the bench, so Ctrl-C reaches it too.)
+        let timeout = format!("{}s", duration.as_secs() + 30);
         let child = Command::new("stress-ng")
-            .args(["--cpu", "2", "--quiet"])
+            .args(["--cpu", "2", "--quiet", "--timeout", &timeout])
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(Stdio::null())
-            .process_group(0)
             .spawn()
             .context("starting stress-ng --cpu 2")?;
         // Let its workers fork and spin up before sampling starts.
@@ -454,9 +512,17 @@ impl Stress {
 
 impl Drop for Stress {
     fn drop(&mut self) {
-        // stress-ng's workers are in its own process group: signal the whole group.
-        let pgid = nix::unistd::Pid::from_raw(self.0.id() as i32);
-        let _ = nix::sys::signal::killpg(pgid, nix::sys::signal::Signal::SIGKILL);
+        // SIGINT makes stress-ng stop its workers and exit; SIGKILL if it does not.
+        let pid = nix::unistd::Pid::from_raw(self.0.id() as i32);
+        let _ = nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGINT);
+        let t0 = Instant::now();
+        while t0.elapsed() < Duration::from_secs(5) {
+            if let Ok(Some(_)) = self.0.try_wait() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        let _ = self.0.kill();
         let _ = self.0.wait();
     }
 }
@@ -485,5 +551,20 @@ impl Rng {
     fn below(&mut self, d: Duration) -> Duration {
         let unit = (self.next() >> 11) as f64 / (1u64 << 53) as f64;
         d.mul_f64(unit)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn fault_offsets_stay_within_one_cycle_and_spread() {
+        let mut rng = Rng(12345);
+        let cycle = Duration::from_millis(10);
+        let v: Vec<Duration> = (0..1000).map(|_| rng.below(cycle)).collect();
+        assert!(v.iter().all(|d| *d < cycle));
+        assert!(v.iter().any(|d| *d < Duration::from_millis(1)));
+        assert!(v.iter().any(|d| *d > Duration::from_millis(9)));
     }
 }

@@ -1,8 +1,8 @@
 //! `blockrepd`: one replicated resource as a daemon — attach a backing file or device with
 //! its metadata, replicate to a peer, optionally promote, and serve the NBD export.
 //!
-//! Status lines go to stdout (`STATUS cs=... ro=.../... ds=.../... oos=<KiB> ...`) whenever
-//! the state changes. Commands are read line by line from stdin (a FIFO works well from a
+//! Status lines go to stdout (`STATUS cs=... ro=.../... ds=.../... oos=<KiB> ... rs=<resync
+//! bytes sent>`) whenever the state changes. Commands are read line by line from stdin (a FIFO works well from a
 //! shell): `promote [force]`, `demote`, `status`, `disconnect`, `connect`, `down`, `quit`.
 //! Each command answers `OK <cmd>` or `ERR <cmd>: <reason>`. SIGTERM/SIGINT shut down
 //! cleanly (`down`); SIGKILL is a crash.
@@ -85,6 +85,9 @@ struct Args {
     /// How often (ms) the state is checked for changes to print.
     #[arg(long, default_value_t = 50)]
     status_ms: u64,
+    /// Runtime worker threads (0: one per CPU, at most 4).
+    #[arg(long, default_value_t = 0)]
+    threads: usize,
     /// Do not read commands from stdin.
     #[arg(long)]
     no_stdin: bool,
@@ -322,8 +325,13 @@ fn main() {
         .with_writer(std::io::stderr)
         .init();
     let args = Args::parse();
+    // In a one-CPU VM every extra worker only adds cross-thread wake-ups.
+    let threads = match args.threads {
+        0 => std::thread::available_parallelism().map_or(2, |n| n.get().min(4)),
+        n => n,
+    };
     let rt = match tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
+        .worker_threads(threads)
         .enable_all()
         .build()
     {
@@ -333,7 +341,10 @@ fn main() {
             std::process::exit(1);
         }
     };
-    if let Err(e) = rt.block_on(run(args)) {
+    let r = rt.block_on(run(args));
+    // The stdin reader sits in a blocking read that a normal runtime drop would wait for.
+    rt.shutdown_background();
+    if let Err(e) = r {
         eprintln!("blockrepd: {e}");
         std::process::exit(1);
     }

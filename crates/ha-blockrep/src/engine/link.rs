@@ -8,8 +8,9 @@ use std::sync::Mutex;
 use std::sync::atomic::{AtomicU64, Ordering};
 use tokio::sync::{Notify, Semaphore, mpsc, oneshot};
 
-/// Resync/verify window in 4 KiB blocks (8 MiB in flight, like a generous c-fill-target).
-pub(crate) const RS_WINDOW: usize = 2048;
+/// Resync/verify window in 4 KiB blocks (16 MiB in flight, like a generous c-fill-target;
+/// the target acknowledges after a flush, so the window also sets the flush batch size).
+pub(crate) const RS_WINDOW: usize = 4096;
 
 struct Entry {
     offset: u64,

@@ -1,7 +1,7 @@
 //! Resync (source side) and online verify.
 //!
 //! The source walks its bitmap (already merged with the target's), coalesces runs of dirty
-//! 4 KiB blocks into requests of up to 128 KiB, paces them with the rate controller and keeps
+//! 4 KiB blocks into requests of up to 1 MiB (128 KiB with checksums), paces them with the rate controller and keeps
 //! a bounded window in flight. Each block is read after earlier overlapping application
 //! writes finished and is queued before later ones are (see `conflict`), so the target ends
 //! up with exactly the source's data. Bits clear as `RsAck`s come back; when the bitmap is
@@ -13,15 +13,18 @@ use crate::error::{Error, Result};
 use crate::meta::BM_BLOCK_SIZE;
 use crate::meta::superblock::MDF_CRASHED_PRIMARY;
 use crate::repl::packet::Packet;
-use crate::repl::rate::ResyncPacer;
+use crate::repl::rate::{RateMode, ResyncPacer};
 use crate::state::{DiskState, ReplState, Role};
 use sha2::{Digest, Sha256};
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
 
-/// Largest resync request, in bitmap bits (128 KiB).
+/// Largest checksum / verify request, in bitmap bits (128 KiB): the unit a digest covers.
 const MAX_RUN_BITS: u64 = 32;
+/// Largest plain resync request, in bitmap bits (1 MiB): fewer, larger reads, packets and
+/// writes (per-request costs dominated full resyncs at 128 KiB).
+const MAX_DATA_RUN_BITS: u64 = 256;
 
 /// Digest used by checksum resync and online verify.
 pub(crate) fn digest(data: &[u8]) -> [u8; 32] {
@@ -103,11 +106,20 @@ async fn source(eng: &Engine, link: &Arc<Link>) -> Result<()> {
     loop {
         let mut pos = 0;
         loop {
+            // Large runs only at high fixed rates: a slow, paused or yielding (dynamic)
+            // resync keeps small requests so its pace stays smooth, a pause stops it
+            // promptly and application writes wait less behind it.
+            let max_run = match eng.inner.cfg.rate {
+                RateMode::Fixed(r) if !eng.inner.cfg.csums => {
+                    (r / 64 / BM_BLOCK_SIZE).clamp(MAX_RUN_BITS, MAX_DATA_RUN_BITS)
+                }
+                _ => MAX_RUN_BITS,
+            };
             let run = {
                 let bm = eng.inner.bitmap();
                 bm.next_set(pos).map(|s| {
                     let mut e = s + 1;
-                    while e < s + MAX_RUN_BITS && bm.get(e) {
+                    while e < s + max_run && bm.get(e) {
                         e += 1;
                     }
                     (s, e)

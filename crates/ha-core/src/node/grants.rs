@@ -184,7 +184,11 @@ impl Node {
 
     /// Do we hold enough grants to run `gi`?
     /// `holding`: keeping a running group rather than starting one. Without majority grants a
-    /// holder needs only its own grant (peers that joined since grant to it later).
+    /// holder needs only its own grant: a peer that just (re)joined has not granted yet and
+    /// grants to the holder later (its placement keeps the group where it runs), so requiring
+    /// every live peer's grant here would stop a running group for nothing (auto_failback off
+    /// would then not hold). Safe because nobody else can start the group meanwhile: a start
+    /// needs the grant of every live peer, and the holder's one grant is to itself.
     pub(super) fn grants_ok(&self, gi: usize, now: Timestamp, holding: bool) -> bool {
         let granters = self.granters(gi);
         if !granters.contains(&self.me) {

@@ -1,14 +1,16 @@
 //! Benchmarks of the checker and the IPVS client.
 //!
 //! ```text
-//! ha-lvs-bench checker ENDPOINTS INTERVAL_MS SECONDS   CPU of ENDPOINTS TCP probes on loopback
+//! ha-lvs-bench checker ENDPOINTS INTERVAL_MS SECONDS [connect|tcp_syn]
+//!                                                      CPU of ENDPOINTS TCP probes on loopback
 //! ha-lvs-bench ipvs SERVICES DESTS                     time to build/read/diff a table (needs ip_vs)
 //! ha-lvs-bench rules SERVICES DESTS                    the same table as ipvsadm rules
-//! ha-lvs-bench serve BASE_PORT COUNT                   (helper) accept-and-close listeners
+//! ha-lvs-bench serve COUNT                             (helper) accept-and-close listeners
 //! ```
 //!
-//! `checker` runs the servers in a child process so the figure is the checker's own CPU.
-//! Endpoints are spread over 100 listening ports; every endpoint has its own probe.
+//! `checker` runs the listeners in a child process so the figure is the checker's own CPU
+//! (utime + stime of this process from /proc/self/stat). Endpoint i is a listener of its own
+//! on 127.20.(i / 100).1 port 20000 + i % 100. It prints one `CHECKER key=value ...` line.
 
 use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;
@@ -26,19 +28,41 @@ use ha_lvs::netlink::{IpvsClient, Request};
 use ha_lvs::reconcile;
 
 const PORTS: u16 = 100;
+const BASE_PORT: u16 = 20000;
+
+/// Endpoint `i` of the checker benchmark.
+fn endpoint(i: usize) -> SocketAddr {
+    let a = i / PORTS as usize;
+    SocketAddr::from((
+        [127, 20, (a / 250) as u8, (a % 250) as u8 + 1],
+        BASE_PORT + (i % PORTS as usize) as u16,
+    ))
+}
+
+/// (utime, stime) of this process in seconds, from /proc/self/stat.
+fn proc_cpu() -> (f64, f64) {
+    let stat = std::fs::read_to_string("/proc/self/stat").unwrap_or_default();
+    // Fields after the parenthesised command name: state is field 3; utime 14, stime 15.
+    let rest = stat.rsplit_once(')').map(|(_, r)| r).unwrap_or("");
+    let f: Vec<&str> = rest.split_whitespace().collect();
+    // SAFETY: sysconf has no memory effects.
+    let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) }.max(1) as f64;
+    let n = |i: usize| f.get(i).and_then(|v| v.parse::<f64>().ok()).unwrap_or(0.0) / hz;
+    (n(11), n(12))
+}
+
+/// Allow `n` open files (10,000 listeners need more than the usual 1024).
+fn raise_nofile(n: u64) {
+    let lim = libc::rlimit {
+        rlim_cur: n,
+        rlim_max: n,
+    };
+    // SAFETY: plain setrlimit with a valid struct; failure only leaves the old limit.
+    unsafe { libc::setrlimit(libc::RLIMIT_NOFILE, &lim) };
+}
 
 fn arg<T: std::str::FromStr>(args: &[String], i: usize, default: T) -> T {
     args.get(i).and_then(|s| s.parse().ok()).unwrap_or(default)
-}
-
-/// (user, system) CPU seconds of this process.
-fn cpu_seconds() -> (f64, f64) {
-    // SAFETY: getrusage fills the zeroed struct we pass; no other memory is touched.
-    let mut ru: libc::rusage = unsafe { std::mem::zeroed() };
-    // SAFETY: valid pointer to a rusage struct.
-    unsafe { libc::getrusage(libc::RUSAGE_SELF, &mut ru) };
-    let tv = |t: libc::timeval| t.tv_sec as f64 + t.tv_usec as f64 / 1e6;
-    (tv(ru.ru_utime), tv(ru.ru_stime))
 }
 
 fn runtime() -> Result<tokio::runtime::Runtime, Error> {
@@ -49,12 +73,14 @@ fn runtime() -> Result<tokio::runtime::Runtime, Error> {
         .map_err(|e| Error::io("tokio runtime", e))
 }
 
-fn serve(base: u16, count: u16) -> Result<(), Error> {
+fn serve(count: usize) -> Result<(), Error> {
+    raise_nofile(count as u64 + 1024);
     runtime()?.block_on(async move {
-        for p in base..base.saturating_add(count) {
-            let l = tokio::net::TcpListener::bind(("127.0.0.1", p))
+        for i in 0..count {
+            let a = endpoint(i);
+            let l = tokio::net::TcpListener::bind(a)
                 .await
-                .map_err(|e| Error::io(format!("bind {p}"), e))?;
+                .map_err(|e| Error::io(format!("bind {a}"), e))?;
             tokio::spawn(async move {
                 while let Ok((s, _)) = l.accept().await {
                     drop(s);
@@ -69,11 +95,24 @@ fn serve(base: u16, count: u16) -> Result<(), Error> {
     })
 }
 
-fn checker(endpoints: usize, interval_ms: u64, seconds: u64) -> Result<(), Error> {
-    let base: u16 = 40000;
+fn checker(endpoints: usize, interval_ms: u64, seconds: u64, kind: &str) -> Result<(), Error> {
+    let kind = match kind {
+        "connect" => CheckKind::Connect,
+        "tcp_syn" => CheckKind::TcpSyn,
+        k => {
+            return Err(Error::invalid(format!(
+                "unknown check kind {k} (connect, tcp_syn)"
+            )));
+        }
+    };
+    let kind_name = if kind == CheckKind::Connect {
+        "connect"
+    } else {
+        "tcp_syn"
+    };
     let exe = std::env::current_exe().map_err(|e| Error::io("current exe", e))?;
     let mut child = Command::new(exe)
-        .args(["serve", &base.to_string(), &PORTS.to_string()])
+        .args(["serve", &endpoints.to_string()])
         .stdout(Stdio::piped())
         .spawn()
         .map_err(|e| Error::io("spawn servers", e))?;
@@ -84,32 +123,28 @@ fn checker(endpoints: usize, interval_ms: u64, seconds: u64) -> Result<(), Error
             .map_err(|e| Error::io("servers ready", e))?;
     }
     let result = (|| {
+        if line.trim() != "ready" {
+            return Err(Error::invalid("listener process failed to start"));
+        }
+        raise_nofile(65536);
         let interval = Duration::from_millis(interval_ms);
         let mut services = Vec::new();
         let per_service = 5;
         for s in 0..endpoints.div_ceil(per_service) {
             let vip = SocketAddr::from(([10, 1, (s / 250) as u8, (s % 250) as u8 + 1], 80));
-            let mut reals = Vec::new();
-            for r in 0..per_service {
-                let i = s * per_service + r;
-                if i >= endpoints {
-                    break;
-                }
-                let port = base + (i % PORTS as usize) as u16;
-                // Distinct timeouts make every endpoint its own probe even on a shared port.
-                let spec = CheckSpec {
-                    kind: CheckKind::Connect,
-                    interval,
-                    timeout: Duration::from_millis(900 + (i / PORTS as usize) as u64),
-                    rise: 1,
-                    fall: 3,
-                };
-                reals.push(MonitoredReal {
-                    dest: Destination::new(SocketAddr::from(([127, 0, 0, 1], port)), Forward::Masq),
-                    check: Some(spec),
+            let reals = (s * per_service..((s + 1) * per_service).min(endpoints))
+                .map(|i| MonitoredReal {
+                    dest: Destination::new(endpoint(i), Forward::Masq),
+                    check: Some(CheckSpec {
+                        kind: kind.clone(),
+                        interval,
+                        timeout: interval.mul_f64(0.9),
+                        rise: 1,
+                        fall: 3,
+                    }),
                     check_addr: None,
-                });
-            }
+                })
+                .collect();
             services.push(MonitoredService {
                 service: Service::new(ServiceKey::tcp(vip), Scheduler::Wlc),
                 reals,
@@ -124,24 +159,38 @@ fn checker(endpoints: usize, interval_ms: u64, seconds: u64) -> Result<(), Error
         let probes = monitor.probe_count();
         runtime()?.block_on(async move {
             let ch = Checker::spawn(monitor, MemoryTable::default())?;
-            // Warm up one interval, then measure.
+            // Warm up one interval (probes start spread over it), then measure.
             tokio::time::sleep(interval + Duration::from_millis(200)).await;
-            let (c0, p0, f0, t0) = (cpu_seconds(), ch.stats().probes.load(Ordering::Relaxed), ch.stats().failures.load(Ordering::Relaxed), Instant::now());
+            let snap = |c: &Checker| {
+                let s = c.stats();
+                [
+                    s.probes.load(Ordering::Relaxed),
+                    s.failures.load(Ordering::Relaxed),
+                    s.on_time.load(Ordering::Relaxed),
+                    s.late.load(Ordering::Relaxed),
+                    s.skipped.load(Ordering::Relaxed),
+                ]
+            };
+            let (c0, s0, t0) = (proc_cpu(), snap(&ch), Instant::now());
             tokio::time::sleep(Duration::from_secs(seconds)).await;
-            let (c1, p1, f1, wall) = (cpu_seconds(), ch.stats().probes.load(Ordering::Relaxed), ch.stats().failures.load(Ordering::Relaxed), t0.elapsed().as_secs_f64());
+            let (c1, s1, wall) = (proc_cpu(), snap(&ch), t0.elapsed().as_secs_f64());
+            let max_late_ms = ch.stats().max_late_us.load(Ordering::Relaxed) as f64 / 1e3;
             ch.stop().await?;
+            let d: Vec<u64> = s0.iter().zip(&s1).map(|(a, b)| b - a).collect();
             let (user, sys) = (c1.0 - c0.0, c1.1 - c0.1);
             let cpu = user + sys;
             println!(
-                "checker: {probes} probes every {interval_ms} ms; {:.0} probe runs/s ({} failed); CPU {:.3} s (user {:.3}, sys {:.3}) in {:.1} s = {:.1}% of one core; {:.1} us CPU per probe",
-                (p1 - p0) as f64 / wall,
-                f1 - f0,
-                cpu,
-                user,
-                sys,
-                wall,
+                "CHECKER kind={kind_name} endpoints={probes} interval_ms={interval_ms} wall_s={wall:.2} expected={:.0} done={} failed={} on_time={} late={} skipped={} missed={} max_late_ms={max_late_ms:.1} tolerance_ms={} user_s={user:.2} sys_s={sys:.2} cpu_pct={:.1} us_per_probe={:.1}",
+                probes as f64 * wall * 1000.0 / interval_ms as f64,
+                d[0],
+                d[1],
+                d[2],
+                d[3],
+                d[4],
+                d[3] + d[4],
+                ha_lvs::checker::driver::on_time_tolerance(interval).as_millis(),
                 100.0 * cpu / wall,
-                1e6 * cpu / ((p1 - p0).max(1) as f64)
+                1e6 * cpu / (d[0].max(1) as f64)
             );
             Ok::<(), Error>(())
         })
@@ -213,11 +262,12 @@ fn ipvs(services: usize, dests: usize) -> Result<(), Error> {
 fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
     let r = match args.first().map(String::as_str) {
-        Some("serve") => serve(arg(&args, 1, 40000), arg(&args, 2, PORTS)),
+        Some("serve") => serve(arg(&args, 1, 10_000)),
         Some("checker") => checker(
             arg(&args, 1, 10_000),
             arg(&args, 2, 1000),
             arg(&args, 3, 10),
+            args.get(4).map(String::as_str).unwrap_or("connect"),
         ),
         Some("ipvs") => ipvs(arg(&args, 1, 1000), arg(&args, 2, 5)),
         Some("rules") => {
@@ -231,7 +281,7 @@ fn main() -> ExitCode {
             Ok(())
         }
         _ => Err(Error::invalid(
-            "usage: ha-lvs-bench checker [ENDPOINTS INTERVAL_MS SECONDS] | ipvs [SERVICES DESTS]",
+            "usage: ha-lvs-bench checker [ENDPOINTS INTERVAL_MS SECONDS [connect|tcp_syn]] | ipvs [SERVICES DESTS]",
         )),
     };
     match r {

@@ -11,7 +11,7 @@ use tokio::sync::mpsc;
 use tokio::task::{JoinHandle, JoinSet};
 use tokio::time::Instant;
 
-use super::probe::run_probe;
+use super::probe::{ProbeContext, run_probe_in};
 use super::{Monitor, MonitorConfig, ProbeId, Schedule};
 use crate::error::{Error, KernelError, KernelErrorKind, Result};
 use crate::model::{Table, VirtualService};
@@ -146,7 +146,27 @@ pub struct CheckerStats {
     pub failures: std::sync::atomic::AtomicU64,
     /// Table edits applied.
     pub edits: std::sync::atomic::AtomicU64,
+    /// Probe starts no later than [`on_time_tolerance`] after their slot. Every probe has a
+    /// fixed grid of slots (first slot + k x interval).
+    pub on_time: std::sync::atomic::AtomicU64,
+    /// Probe starts later than that.
+    pub late: std::sync::atomic::AtomicU64,
+    /// Slots that passed without a start at all (the previous run of the probe was still going,
+    /// or the driver fell a whole interval behind).
+    pub skipped: std::sync::atomic::AtomicU64,
+    /// Largest start delay after its slot seen, in microseconds.
+    pub max_late_us: std::sync::atomic::AtomicU64,
 }
+
+/// How late after its slot a probe may start and still count as on time: a tenth of the
+/// interval, at most 100 ms.
+pub fn on_time_tolerance(interval: Duration) -> Duration {
+    (interval / 10).min(Duration::from_millis(100))
+}
+
+/// Due probes are started in batches on ticks of this length: thousands of probes per second
+/// cost a few hundred wake-ups, not one each.
+pub const TICK: Duration = Duration::from_millis(5);
 
 enum Control {
     Reload(MonitorConfig, tokio::sync::oneshot::Sender<usize>),
@@ -235,38 +255,138 @@ async fn run<S: TableSink>(
     use std::sync::atomic::Ordering::Relaxed;
     let epoch = Instant::now();
     let mut sched = Schedule::new();
+    let mut ctx = ProbeContext::default();
+    let uses_syn = |keys: &[(ProbeId, super::ProbeKey)]| {
+        keys.iter()
+            .any(|(_, k)| k.spec.kind == super::CheckKind::TcpSyn)
+    };
+    // Verdicts of tcp_syn probes, sent in batches without a task each.
+    let (syn_tx, mut syn_rx) = mpsc::unbounded_channel();
+    if uses_syn(&monitor.probes()) {
+        ctx.ensure_syn(Some(syn_tx.clone()));
+    }
+    // tcp_syn probes in flight: their SYN's sequence number, and their deadlines.
+    let mut syn_inflight: HashMap<ProbeId, u32> = HashMap::new();
+    let mut syn_deadlines = Schedule::new();
+    let mut batch: Vec<(u64, std::net::SocketAddrV4)> = Vec::new();
+    let mut verdicts = Vec::new();
     for (id, key) in monitor.probes() {
         sched.insert(id, spread(id, key.spec.interval));
     }
     let mut running: JoinSet<(ProbeId, super::ProbeOutcome)> = JoinSet::new();
+    // Slot of each running probe's current start.
     let mut inflight: HashMap<ProbeId, Duration> = HashMap::new();
+    let sleep = tokio::time::sleep_until(epoch + Duration::from_secs(86400 * 365));
+    tokio::pin!(sleep);
+    let mut armed: Option<Duration> = None;
     loop {
         let now = epoch.elapsed();
-        for id in sched.pop_due(now) {
+        for (id, slot) in sched.pop_due_at(now) {
             if let Some(key) = monitor.probe_key(id).cloned() {
-                inflight.insert(id, now);
-                running.spawn(async move { (id, run_probe(&key).await) });
+                let late = now.saturating_sub(slot);
+                if late <= on_time_tolerance(key.spec.interval) {
+                    stats.on_time.fetch_add(1, Relaxed);
+                } else {
+                    stats.late.fetch_add(1, Relaxed);
+                }
+                stats
+                    .max_late_us
+                    .fetch_max(late.as_micros() as u64, Relaxed);
+                inflight.insert(id, slot);
+                match (&key.spec.kind, key.target, ctx.syn()) {
+                    (super::CheckKind::TcpSyn, std::net::SocketAddr::V4(t), Some(_)) => {
+                        syn_deadlines.insert(id, now + key.spec.timeout);
+                        batch.push((id.0, t));
+                    }
+                    _ => {
+                        let ctx = ctx.clone();
+                        running.spawn(async move { (id, run_probe_in(&key, &ctx).await) });
+                    }
+                }
             }
         }
-        let wake = sched.next_due().map(|d| epoch + d);
-        tokio::select! {
-            Some(done) = running.join_next(), if !running.is_empty() => {
-                let Ok((id, outcome)) = done else { continue };
-                let Some(started) = inflight.remove(&id) else { continue };
-                stats.probes.fetch_add(1, Relaxed);
-                if matches!(outcome, super::ProbeOutcome::Down(_)) {
-                    stats.failures.fetch_add(1, Relaxed);
-                }
-                let changes = monitor.on_result(id, outcome);
-                stats.edits.fetch_add(changes.len() as u64, Relaxed);
-                apply_logged(&mut sink, &changes);
-                if let Some(key) = monitor.probe_key(id) {
-                    // Keep the rate (next start one interval after this start) without overlap.
-                    let next = (started + key.spec.interval).max(epoch.elapsed());
-                    sched.insert(id, next);
+        if let Some(syn) = ctx.syn().filter(|_| !batch.is_empty()).cloned() {
+            for (&(token, _), sent) in batch.iter().zip(syn.send_batch(&batch)) {
+                let id = ProbeId(token);
+                match sent {
+                    Ok(seq) => {
+                        syn_inflight.insert(id, seq);
+                    }
+                    Err(e) => {
+                        syn_deadlines.remove(id);
+                        let target = monitor.probe_key(id).map(|k| k.target);
+                        let why = format!("send SYN to {target:?}: {e}");
+                        finish(
+                            &mut monitor,
+                            &mut sink,
+                            &mut sched,
+                            &mut inflight,
+                            &stats,
+                            epoch,
+                            id,
+                            super::ProbeOutcome::Down(why),
+                        );
+                    }
                 }
             }
-            _ = async { if let Some(w) = wake { tokio::time::sleep_until(w).await } }, if wake.is_some() => {}
+            batch.clear();
+            // Replies already queued: settle them now, without a wake-up of the receive task.
+            syn.receive_now(&mut verdicts);
+            syn_settle(&mut monitor, &mut sink, &mut sched, &mut inflight, &stats, epoch, &mut syn_inflight, &mut syn_deadlines, &mut verdicts);
+        }
+        for (id, _) in syn_deadlines.pop_due_at(epoch.elapsed()) {
+            if let Some(seq) = syn_inflight.remove(&id) {
+                if let Some(syn) = ctx.syn() {
+                    syn.forget(seq);
+                }
+                let t = monitor
+                    .probe_key(id)
+                    .map(|k| k.spec.timeout)
+                    .unwrap_or_default();
+                let why = format!("no answer to SYN within {} ms", t.as_millis());
+                finish(
+                    &mut monitor,
+                    &mut sink,
+                    &mut sched,
+                    &mut inflight,
+                    &stats,
+                    epoch,
+                    id,
+                    super::ProbeOutcome::Down(why),
+                );
+            }
+        }
+        // Wake on the tick boundary at or after the next slot.
+        let wake = match (sched.next_due(), syn_deadlines.next_due()) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        }
+        .map(|d| {
+            let t = TICK.as_nanos();
+            Duration::from_nanos((d.as_nanos().div_ceil(t) * t) as u64)
+        });
+        if wake != armed {
+            if let Some(w) = wake {
+                sleep.as_mut().reset(epoch + w);
+            }
+            armed = wake;
+        }
+        tokio::select! {
+            Some(done) = running.join_next(), if !running.is_empty() => {
+                let mut next = Some(done);
+                // Take every finished probe in one go.
+                while let Some(done) = next.take() {
+                    if let Ok((id, outcome)) = done {
+                        finish(&mut monitor, &mut sink, &mut sched, &mut inflight, &stats, epoch, id, outcome);
+                    }
+                    next = running.try_join_next();
+                }
+            }
+            n = syn_rx.recv_many(&mut verdicts, 4096) => {
+                let _ = n;
+                syn_settle(&mut monitor, &mut sink, &mut sched, &mut inflight, &stats, epoch, &mut syn_inflight, &mut syn_deadlines, &mut verdicts);
+            }
+            _ = &mut sleep, if armed.is_some() => { armed = None; }
             msg = ctl.recv() => match msg {
                 Some(Control::Reload(cfg, reply)) => {
                     let r = monitor.reconfigure(cfg);
@@ -274,6 +394,13 @@ async fn run<S: TableSink>(
                     for id in &r.removed {
                         sched.remove(*id);
                         inflight.remove(id);
+                        syn_deadlines.remove(*id);
+                        if let (Some(seq), Some(syn)) = (syn_inflight.remove(id), ctx.syn()) {
+                            syn.forget(seq);
+                        }
+                    }
+                    if uses_syn(&r.added) {
+                        ctx.ensure_syn(Some(syn_tx.clone()));
                     }
                     let now = epoch.elapsed();
                     for (id, key) in &r.added {
@@ -287,4 +414,77 @@ async fn run<S: TableSink>(
     }
     running.abort_all();
     Ok(())
+}
+
+/// Settle tcp_syn probes from their verdicts (drains `verdicts`).
+#[allow(clippy::too_many_arguments)]
+fn syn_settle<S: TableSink>(
+    monitor: &mut Monitor,
+    sink: &mut S,
+    sched: &mut Schedule,
+    inflight: &mut HashMap<ProbeId, Duration>,
+    stats: &CheckerStats,
+    epoch: Instant,
+    syn_inflight: &mut HashMap<ProbeId, u32>,
+    syn_deadlines: &mut Schedule,
+    verdicts: &mut Vec<super::synprobe::BatchResult>,
+) {
+    for (token, seq, verdict) in verdicts.drain(..) {
+        let id = ProbeId(token);
+        if syn_inflight.get(&id) != Some(&seq) {
+            continue; // a reply after the probe timed out
+        }
+        syn_inflight.remove(&id);
+        syn_deadlines.remove(id);
+        let outcome = match verdict {
+            super::syn::Verdict::Open => super::ProbeOutcome::Up,
+            super::syn::Verdict::Closed => {
+                super::ProbeOutcome::Down("connection refused (RST in reply to SYN)".into())
+            }
+        };
+        finish(monitor, sink, sched, inflight, stats, epoch, id, outcome);
+    }
+}
+
+/// A probe finished: feed the monitor, apply its edits, schedule the next slot.
+#[allow(clippy::too_many_arguments)]
+fn finish<S: TableSink>(
+    monitor: &mut Monitor,
+    sink: &mut S,
+    sched: &mut Schedule,
+    inflight: &mut HashMap<ProbeId, Duration>,
+    stats: &CheckerStats,
+    epoch: Instant,
+    id: ProbeId,
+    outcome: super::ProbeOutcome,
+) {
+    use std::sync::atomic::Ordering::Relaxed;
+    let Some(slot) = inflight.remove(&id) else {
+        return;
+    };
+    stats.probes.fetch_add(1, Relaxed);
+    if matches!(outcome, super::ProbeOutcome::Down(_)) {
+        stats.failures.fetch_add(1, Relaxed);
+    }
+    let changes = monitor.on_result(id, outcome);
+    stats.edits.fetch_add(changes.len() as u64, Relaxed);
+    apply_logged(sink, &changes);
+    if let Some(key) = monitor.probe_key(id) {
+        // Next slot on the grid; slots that already passed while this run was going are
+        // skipped (never two runs of one probe at once), and counted.
+        let iv = key.spec.interval.max(Duration::from_millis(1));
+        let now = epoch.elapsed();
+        let mut next = slot + iv;
+        if now > next + on_time_tolerance(iv) {
+            let behind = ((now - next).as_nanos() / iv.as_nanos()) as u32;
+            let behind = if now - next - iv * behind > on_time_tolerance(iv) {
+                behind + 1
+            } else {
+                behind
+            };
+            stats.skipped.fetch_add(u64::from(behind), Relaxed);
+            next += iv * behind;
+        }
+        sched.insert(id, next);
+    }
 }

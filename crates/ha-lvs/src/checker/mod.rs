@@ -11,6 +11,8 @@ pub mod driver;
 mod monitor;
 pub mod probe;
 mod schedule;
+pub mod syn;
+pub mod synprobe;
 
 pub use monitor::{Monitor, ProbeId, ProbeOutcome, Reconfigured};
 pub use schedule::Schedule;
@@ -24,8 +26,14 @@ use crate::model::{Destination, Service};
 /// How a real server is probed.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub enum CheckKind {
-    /// TCP connect (ldirectord `connect`, keepalived TCP_CHECK).
+    /// TCP connect (ldirectord `connect`, keepalived TCP_CHECK). The socket is closed with an
+    /// RST (SO_LINGER 0) so no connection lingers in TIME_WAIT.
     Connect,
+    /// Half-open TCP check: send a SYN from a raw socket, SYN-ACK = up, RST or silence = down;
+    /// the kernel resets the half-open connection. Same question as [`CheckKind::Connect`]
+    /// (does the port accept connections?) at a fraction of the cost; needs CAP_NET_RAW and
+    /// IPv4 (IPv6 endpoints fall back to a connect). Servers may log the reset handshakes.
+    TcpSyn,
     /// HTTP GET (ldirectord `negotiate` for http, keepalived HTTP_GET).
     Http {
         /// Request path, e.g. `/health`.

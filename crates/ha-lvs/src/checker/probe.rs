@@ -1,25 +1,94 @@
-//! The probes themselves: TCP connect, HTTP GET, external command. Each is one async call
-//! bounded by the check's timeout.
+//! The probes themselves: TCP connect, half-open SYN, HTTP GET, external command. Each is one
+//! async call bounded by the check's timeout.
 
 use std::net::SocketAddr;
 use std::process::Stdio;
+use std::sync::Arc;
 use std::time::Duration;
+
+use tokio::io::unix::AsyncFd;
 
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
+use super::syn::Verdict;
+use super::synprobe::SynProber;
 use super::{CheckKind, ProbeKey, ProbeOutcome};
+
+/// Shared resources of probes: the raw-socket SYN prober of `tcp_syn` checks.
+#[derive(Clone, Default)]
+pub struct ProbeContext {
+    syn: Option<Arc<SynProber>>,
+    syn_error: Option<String>,
+}
+
+impl ProbeContext {
+    /// A context whose `tcp_syn` checks use `prober`.
+    pub fn with_syn(prober: Arc<SynProber>) -> Self {
+        ProbeContext {
+            syn: Some(prober),
+            syn_error: None,
+        }
+    }
+
+    /// The SYN prober, when open.
+    pub fn syn(&self) -> Option<&Arc<SynProber>> {
+        self.syn.as_ref()
+    }
+
+    /// Open the SYN prober when a check needs it and it is not open yet (call inside a tokio
+    /// runtime). A failure (no CAP_NET_RAW) is kept: `tcp_syn` probes then report it as down.
+    pub fn ensure_syn(
+        &mut self,
+        results: Option<tokio::sync::mpsc::UnboundedSender<super::synprobe::BatchResult>>,
+    ) {
+        if self.syn.is_some() {
+            return;
+        }
+        let p = match results {
+            Some(r) => SynProber::with_results(r),
+            None => SynProber::new(),
+        };
+        match p {
+            Ok(p) => {
+                self.syn = Some(Arc::new(p));
+                self.syn_error = None;
+            }
+            Err(e) => {
+                tracing::error!(%e, "tcp_syn checks need raw sockets (CAP_NET_RAW)");
+                self.syn_error = Some(format!("tcp_syn check unavailable: raw socket: {e}"));
+            }
+        }
+    }
+}
 
 /// Most bytes of an HTTP response read for matching.
 const HTTP_READ_LIMIT: usize = 64 * 1024;
 
-/// Run one probe to completion (never longer than its timeout).
+/// Run one probe to completion (never longer than its timeout), without shared resources
+/// (`tcp_syn` checks fall back to a connect).
 pub async fn run_probe(key: &ProbeKey) -> ProbeOutcome {
+    run_probe_in(key, &ProbeContext::default()).await
+}
+
+/// Run one probe with the shared resources of `ctx`.
+pub async fn run_probe_in(key: &ProbeKey, ctx: &ProbeContext) -> ProbeOutcome {
     let t = key.spec.timeout;
     let target = key.target;
     let fut = async {
         match &key.spec.kind {
-            CheckKind::Connect => connect(target).await.map(|_| ProbeOutcome::Up),
+            CheckKind::Connect => connect_check(target).await.map(|_| ProbeOutcome::Up),
+            CheckKind::TcpSyn => match (target, &ctx.syn, &ctx.syn_error) {
+                (SocketAddr::V4(t4), Some(p), _) => match p.probe(t4).await {
+                    Ok(Verdict::Open) => Ok(ProbeOutcome::Up),
+                    Ok(Verdict::Closed) => {
+                        Err(format!("connect {target}: connection refused (RST to SYN)"))
+                    }
+                    Err(e) => Err(format!("send SYN to {target}: {e}")),
+                },
+                (SocketAddr::V4(_), None, Some(err)) => Err(err.clone()),
+                _ => connect_check(target).await.map(|_| ProbeOutcome::Up),
+            },
             CheckKind::Http {
                 path,
                 host,
@@ -53,6 +122,54 @@ pub async fn run_probe(key: &ProbeKey) -> ProbeOutcome {
 
 fn fmt_dur(d: Duration) -> String {
     format!("{} ms", d.as_millis())
+}
+
+/// Connect check: non-blocking connect, closed with RST (SO_LINGER 0: no FIN exchange, no
+/// TIME_WAIT). On loopback and fast links the handshake is often done when connect() returns,
+/// so a zero-timeout poll settles it without registering the socket with the reactor.
+async fn connect_check(target: SocketAddr) -> Result<(), String> {
+    let err = |e: std::io::Error| format!("connect {target}: {e}");
+    let sock = socket2::Socket::new(
+        socket2::Domain::for_address(target),
+        socket2::Type::STREAM.nonblocking().cloexec(),
+        Some(socket2::Protocol::TCP),
+    )
+    .map_err(err)?;
+    sock.set_linger(Some(Duration::ZERO)).map_err(err)?;
+    match sock.connect(&target.into()) {
+        Ok(()) => return Ok(()),
+        Err(e) if e.raw_os_error() == Some(libc::EINPROGRESS) => {}
+        Err(e) => return Err(err(e)),
+    }
+    if poll_now(&sock) {
+        return settled(&sock).map_err(err);
+    }
+    // SAFETY: the Socket owns its descriptor, which stays open as long as the AsyncFd.
+    let fd = unsafe { AsyncFd::register_with_interest(sock, tokio::io::Interest::WRITABLE) }
+        .map_err(|e| err(e.into()))?;
+    let _ready = fd.writable().await.map_err(err)?;
+    settled(fd.get_ref()).map_err(err)
+}
+
+/// True when a connecting socket has finished (connected or failed), without blocking.
+fn poll_now(sock: &socket2::Socket) -> bool {
+    use std::os::fd::AsRawFd;
+    let mut p = libc::pollfd {
+        fd: sock.as_raw_fd(),
+        events: libc::POLLOUT,
+        revents: 0,
+    };
+    // SAFETY: one valid pollfd, zero timeout.
+    let n = unsafe { libc::poll(&mut p, 1, 0) };
+    n > 0 && p.revents & (libc::POLLOUT | libc::POLLERR | libc::POLLHUP) != 0
+}
+
+/// Outcome of a finished non-blocking connect.
+fn settled(sock: &socket2::Socket) -> std::io::Result<()> {
+    match sock.take_error()? {
+        Some(e) => Err(e),
+        None => Ok(()),
+    }
 }
 
 async fn connect(target: SocketAddr) -> Result<TcpStream, String> {

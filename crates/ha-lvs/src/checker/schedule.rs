@@ -61,14 +61,19 @@ impl Schedule {
     /// Remove and return every probe due at or before `now` (each leaves the schedule until
     /// re-inserted).
     pub fn pop_due(&mut self, now: Duration) -> Vec<ProbeId> {
+        self.pop_due_at(now).into_iter().map(|(id, _)| id).collect()
+    }
+
+    /// Like [`Schedule::pop_due`], with the time each probe was due.
+    pub fn pop_due_at(&mut self, now: Duration) -> Vec<(ProbeId, Duration)> {
         let mut out = Vec::new();
         loop {
             self.drop_stale();
             match self.heap.peek() {
                 Some(Reverse((d, _, _))) if *d <= now => {
-                    if let Some(Reverse((_, _, id))) = self.heap.pop() {
+                    if let Some(Reverse((due, _, id))) = self.heap.pop() {
                         self.live.remove(&id);
-                        out.push(id);
+                        out.push((id, due));
                     }
                 }
                 _ => break,

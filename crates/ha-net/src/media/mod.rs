@@ -8,6 +8,7 @@ pub mod stream;
 pub mod udp;
 
 use std::net::IpAddr;
+use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
 use ha_core::LinkId;
@@ -32,6 +33,8 @@ pub struct Inbound {
 #[derive(Debug)]
 enum LinkTx {
     Udp(UdpLink),
+    /// Drained by [`Media::poll_receive`] instead of a receive task.
+    PolledUdp(UdpLink),
     Stream(mpsc::Sender<Bytes>),
 }
 
@@ -105,6 +108,17 @@ impl Media {
     /// Open every medium of the model in order (link ids follow the order). Needs a tokio
     /// runtime; received frames go to `inbound`.
     pub fn open(links: &[LinkSpec], inbound: &mpsc::Sender<Inbound>) -> Result<Media> {
+        Self::open_with(links, inbound, false)
+    }
+
+    /// Like [`Media::open`]; with `poll_udp` the UDP media get no receive task: the owner
+    /// drains them with [`Media::poll_receive`] (a node with a short keepalive then wakes
+    /// once per tick instead of once per received frame as well).
+    pub fn open_with(
+        links: &[LinkSpec],
+        inbound: &mpsc::Sender<Inbound>,
+        poll_udp: bool,
+    ) -> Result<Media> {
         let mut m = Media::new();
         for l in links {
             match &l.medium {
@@ -116,7 +130,11 @@ impl Media {
                     let Some(cfg) = udp_config(other)? else {
                         continue;
                     };
-                    m.add_udp(&l.name, &cfg, inbound.clone())?;
+                    if poll_udp {
+                        m.add_udp_polled(&l.name, &cfg)?;
+                    } else {
+                        m.add_udp(&l.name, &cfg, inbound.clone())?;
+                    }
                 }
             }
         }
@@ -138,7 +156,7 @@ impl Media {
     ) -> Result<LinkId> {
         let id = self.next_id()?;
         let link = UdpLink::open(cfg)?;
-        let socket = link.socket.clone();
+        let socket = link.tokio_socket()?;
         let label = name.to_owned();
         self.tasks.push(tokio::spawn(async move {
             let mut buf = vec![0u8; 65_536];
@@ -160,6 +178,57 @@ impl Media {
         tracing::info!(link = %name, %id, interface = %cfg.interface, port = cfg.port, mode = ?cfg.mode, "udp medium open");
         self.links.push((name.to_owned(), LinkTx::Udp(link)));
         Ok(id)
+    }
+
+    /// Add a UDP medium without a receive task: frames wait in the socket until
+    /// [`Media::poll_receive`].
+    pub fn add_udp_polled(&mut self, name: &str, cfg: &UdpConfig) -> Result<LinkId> {
+        let id = self.next_id()?;
+        let link = UdpLink::open(cfg)?;
+        // The frames are read up to a tick late: their kernel arrival stamps keep liveness exact.
+        link.enable_rx_timestamps()?;
+        tracing::info!(link = %name, %id, interface = %cfg.interface, port = cfg.port, mode = ?cfg.mode, "udp medium open (polled)");
+        self.links.push((name.to_owned(), LinkTx::PolledUdp(link)));
+        Ok(id)
+    }
+
+    /// True when some medium is drained by [`Media::poll_receive`].
+    pub fn has_polled(&self) -> bool {
+        self.links
+            .iter()
+            .any(|(_, l)| matches!(l, LinkTx::PolledUdp(_)))
+    }
+
+    /// Hand every frame waiting in a polled medium to `deliver` with its kernel arrival stamp
+    /// (wall clock since the Unix epoch, if the kernel gave one), using `buf` as scratch (64 KiB
+    /// holds any datagram). Returns the number of frames.
+    pub fn poll_receive(
+        &self,
+        buf: &mut [u8],
+        mut deliver: impl FnMut(LinkId, &[u8], Option<Duration>),
+    ) -> usize {
+        // Bounded per call so a flood cannot keep the node from its timers.
+        const MAX_PER_LINK: usize = 256;
+        let mut n = 0;
+        let mut cmsg = nix::cmsg_space!(nix::sys::time::TimeSpec);
+        for (i, (name, l)) in self.links.iter().enumerate() {
+            let LinkTx::PolledUdp(u) = l else { continue };
+            let id = LinkId(u8::try_from(i).unwrap_or(u8::MAX));
+            for _ in 0..MAX_PER_LINK {
+                match u.try_recv_stamped(buf, &mut cmsg) {
+                    Ok((len, stamp)) => {
+                        n += 1;
+                        deliver(id, &buf[..len], stamp);
+                    }
+                    Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => break,
+                    Err(e) => {
+                        // ICMP errors (port unreachable) surface here; they are not fatal.
+                        tracing::debug!(link = %name, error = %e, "udp receive error");
+                    }
+                }
+            }
+        }
+        n
     }
 
     /// Add a stream medium over any byte stream (serial line, pty, pipe pair, TCP).
@@ -235,7 +304,7 @@ impl Media {
                 continue;
             }
             match tx {
-                LinkTx::Udp(u) => {
+                LinkTx::Udp(u) | LinkTx::PolledUdp(u) => {
                     u.send(frame);
                 }
                 LinkTx::Stream(s) => {

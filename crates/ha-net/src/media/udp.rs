@@ -4,7 +4,6 @@ use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::sync::Arc;
 
 use socket2::{Domain, InterfaceIndexOrAddress, Protocol, Socket, Type};
-use tokio::net::UdpSocket;
 
 use crate::{Error, Result};
 
@@ -45,10 +44,11 @@ pub struct UdpConfig {
     pub mode: UdpMode,
 }
 
-/// An open UDP medium.
+/// An open UDP medium. The socket is a plain non-blocking one: the media either register a
+/// duplicate of it with tokio (a receive task) or drain it from the node's timer ticks.
 #[derive(Debug, Clone)]
 pub struct UdpLink {
-    pub(crate) socket: Arc<UdpSocket>,
+    pub(crate) socket: Arc<std::net::UdpSocket>,
     pub(crate) dests: Vec<SocketAddr>,
 }
 
@@ -86,7 +86,6 @@ fn ifindex(interface: &str) -> Result<u32> {
 
 impl UdpLink {
     /// Open the socket: bind to the interface and port, join the group, allow broadcast.
-    /// Needs a tokio runtime.
     pub fn open(cfg: &UdpConfig) -> Result<UdpLink> {
         let ctx = |what: &str| {
             format!(
@@ -174,9 +173,8 @@ impl UdpLink {
             .map_err(|e| Error::io(ctx("O_NONBLOCK"), e))?;
         s.bind(&bind.into())
             .map_err(|e| Error::io(ctx(&format!("bind {bind}")), e))?;
-        let socket = UdpSocket::from_std(s.into()).map_err(|e| Error::io(ctx("register"), e))?;
         Ok(UdpLink {
-            socket: Arc::new(socket),
+            socket: Arc::new(s.into()),
             dests,
         })
     }
@@ -186,6 +184,61 @@ impl UdpLink {
         self.socket
             .local_addr()
             .map_err(|e| Error::io("udp local address", e))
+    }
+
+    /// Receive one waiting datagram without blocking (`WouldBlock` when none is queued).
+    pub fn try_recv(&self, buf: &mut [u8]) -> std::io::Result<usize> {
+        self.socket.recv(buf)
+    }
+
+    /// Ask the kernel to stamp every received datagram with its arrival time
+    /// (SO_TIMESTAMPNS), read by [`UdpLink::try_recv_stamped`].
+    pub fn enable_rx_timestamps(&self) -> Result<()> {
+        use std::os::fd::AsFd;
+        nix::sys::socket::setsockopt(
+            &self.socket.as_fd(),
+            nix::sys::socket::sockopt::ReceiveTimestampns,
+            &true,
+        )
+        .map_err(|e| Error::io("udp medium: SO_TIMESTAMPNS", e.into()))
+    }
+
+    /// Like [`UdpLink::try_recv`], also returning the kernel's arrival stamp (wall clock,
+    /// since the Unix epoch) when [`UdpLink::enable_rx_timestamps`] is on.
+    pub fn try_recv_stamped(
+        &self,
+        buf: &mut [u8],
+        cmsg: &mut Vec<u8>,
+    ) -> std::io::Result<(usize, Option<std::time::Duration>)> {
+        use nix::sys::socket::{ControlMessageOwned, MsgFlags, recvmsg};
+        use std::os::fd::AsRawFd;
+        let mut iov = [std::io::IoSliceMut::new(buf)];
+        let msg = recvmsg::<()>(
+            self.socket.as_raw_fd(),
+            &mut iov,
+            Some(cmsg),
+            MsgFlags::MSG_DONTWAIT,
+        )
+        .map_err(std::io::Error::from)?;
+        let mut stamp = None;
+        if let Ok(cmsgs) = msg.cmsgs() {
+            for c in cmsgs {
+                if let ControlMessageOwned::ScmTimestampns(ts) = c {
+                    stamp = Some(std::time::Duration::from(ts));
+                }
+            }
+        }
+        Ok((msg.bytes, stamp))
+    }
+
+    /// A tokio socket on a duplicate of the descriptor, for an async receive task.
+    /// Needs a tokio runtime.
+    pub fn tokio_socket(&self) -> Result<tokio::net::UdpSocket> {
+        let dup = self
+            .socket
+            .try_clone()
+            .map_err(|e| Error::io("udp medium: dup socket", e))?;
+        tokio::net::UdpSocket::from_std(dup).map_err(|e| Error::io("udp medium: register", e))
     }
 
     /// Send one frame to every destination without waiting: a full socket buffer drops it,

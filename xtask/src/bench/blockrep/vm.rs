@@ -68,7 +68,7 @@ waitcmd 200 sh -c '! drbdadm cstate r0 | grep -q Connected'
 "#;
 
 const OURS_A: &str = r#"
-/bin/blockrepd --disk /dev/vda --create-md --rate 1G --node a --primary --force --listen 192.168.62.1:7789 --nbd 127.0.0.1:10809 --no-stdin >/tmp/a.log 2>&1 &
+/bin/blockrepd --disk /dev/vda --direct --create-md --rate 1G --node a --primary --force --listen 192.168.62.1:7789 --nbd 127.0.0.1:10809 --no-stdin >/tmp/a.log 2>&1 &
 pid=$!
 waitcmd 200 inlog /tmp/a.log 'cs=Connected ro=Primary/Secondary ds=UpToDate/UpToDate'
 nbd-client 127.0.0.1 10809 /dev/nbd0 -N r0 -b 4096 >&2
@@ -80,7 +80,7 @@ tail -3 /tmp/a.log >&2
 "#;
 
 const OURS_B: &str = r#"
-/bin/blockrepd --disk /dev/vda --create-md --rate 1G --node b --connect 192.168.62.1:7789 --no-stdin >/tmp/b.log 2>&1 &
+/bin/blockrepd --disk /dev/vda --direct --create-md --rate 1G --node b --connect 192.168.62.1:7789 --no-stdin >/tmp/b.log 2>&1 &
 waitcmd 200 inlog /tmp/b.log 'cs=Connected ro=Secondary/Primary'
 n=$(wc -l </tmp/b.log)
 waitcmd 200 inlog /tmp/b.log 'ro=Secondary/Unknown' $((n + 1))

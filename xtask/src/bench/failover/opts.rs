@@ -125,8 +125,12 @@ pub struct Opts {
 /// Parse the benchmark's arguments (a leading `--` is ignored).
 pub fn parse(args: &[String]) -> anyhow::Result<Mode> {
     let args = args.iter().filter(|a| a.as_str() != "--");
-    let cli = Cli::try_parse_from(std::iter::once(&"failover".to_string()).chain(args))
-        .map_err(|e| anyhow::anyhow!("{e}"))?;
+    let cli = match Cli::try_parse_from(std::iter::once(&"failover".to_string()).chain(args)) {
+        Ok(c) => c,
+        // `--help` prints and exits 0 like any clap program.
+        Err(e) if e.kind() == clap::error::ErrorKind::DisplayHelp => e.exit(),
+        Err(e) => anyhow::bail!("{e}"),
+    };
     if let Some(r) = cli.responder {
         let (name, port) = match r.as_slice() {
             [n, p] => (n.clone(), p),
@@ -179,4 +183,51 @@ pub fn parse(args: &[String]) -> anyhow::Result<Mode> {
         only,
         keep_dir: cli.keep_dir,
     }))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn bench(args: &[&str]) -> Opts {
+        let args: Vec<String> = args.iter().map(|s| s.to_string()).collect();
+        match parse(&args).unwrap() {
+            Mode::Bench(o) => o,
+            Mode::Responder { .. } => panic!("expected the bench mode"),
+        }
+    }
+
+    #[test]
+    fn defaults_follow_the_issue() {
+        let o = bench(&["--"]);
+        assert_eq!(o.trials, 5);
+        assert_eq!(o.steady, Duration::from_secs(60));
+        assert_eq!(o.idle, Duration::from_secs(10));
+        assert!(o.probe_every <= Duration::from_millis(2));
+        assert_eq!(o.advert_int, "0.01");
+        assert_eq!(o.only, Only::Both);
+    }
+
+    #[test]
+    fn quick_shortens() {
+        let o = bench(&["--", "--quick"]);
+        assert_eq!(o.trials, 3);
+        assert_eq!(o.steady, Duration::from_secs(10));
+    }
+
+    #[test]
+    fn responder_mode_and_bad_values() {
+        let args: Vec<String> = ["--", "--responder", "A", "7777"]
+            .iter()
+            .map(|s| s.to_string())
+            .collect();
+        match parse(&args).unwrap() {
+            Mode::Responder { name, port } => assert_eq!((name.as_str(), port), ("A", 7777)),
+            Mode::Bench(_) => panic!("expected the responder mode"),
+        }
+        let bad = |a: &[&str]| parse(&a.iter().map(|s| s.to_string()).collect::<Vec<_>>());
+        assert!(bad(&["--probe-us", "5000"]).is_err());
+        assert!(bad(&["--ours-keepalive-ms", "5", "--ours-deadtime-ms", "10"]).is_err());
+        assert!(bad(&["--only", "heartbeat"]).is_err());
+    }
 }

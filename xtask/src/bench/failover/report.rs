@@ -8,6 +8,8 @@ use std::time::Duration;
 pub struct Trial {
     /// Delay between the end of the settle period and the fault, within one cycle.
     pub offset: Duration,
+    /// Time since B last heard a heartbeat from A, at the fault (None: none captured).
+    pub phase: Option<Duration>,
     /// Fault to the client's first answer from B.
     pub failover: Duration,
     /// Processes killed on A.
@@ -59,6 +61,10 @@ pub struct SystemResult {
     pub steady: Option<Result<Steady, String>>,
     /// Idle CPU.
     pub idle: Option<Result<Idle, String>>,
+    /// Cluster start-ups.
+    pub startups: usize,
+    /// Start-ups in which starting B disturbed A's service.
+    pub join_disturbed: usize,
 }
 
 /// Median of `v` (mean of the middle two for an even count); None when empty.
@@ -113,17 +119,25 @@ impl SystemResult {
         let _ = writeln!(o, "== {} ==", self.title);
         let _ = writeln!(
             o,
-            "{:>5}  {:>16}  {:>11}  {:>6}",
-            "trial", "fault offset ms", "failover ms", "killed"
+            "(offset: random wait before the fault; fault phase: time since B last heard A)"
+        );
+        let _ = writeln!(
+            o,
+            "{:>5}  {:>9}  {:>22}  {:>11}  {:>6}",
+            "trial", "offset ms", "fault phase ms (cycle)", "failover ms", "killed"
         );
         for (i, t) in self.trials.iter().enumerate() {
             match t {
                 Ok(t) => {
+                    let phase = t
+                        .phase
+                        .map_or_else(|| "-".to_string(), |p| format!("{:.2}", ms(p)));
                     let _ = writeln!(
                         o,
-                        "{:>5}  {:>7.2} of {:<6.1}  {:>11.1}  {:>6}",
+                        "{:>5}  {:>9.2}  {:>13} ({:>6.1})  {:>11.1}  {:>6}",
                         i + 1,
                         ms(t.offset),
+                        phase,
                         ms(self.cycle),
                         ms(t.failover),
                         t.killed
@@ -142,6 +156,13 @@ impl SystemResult {
                 o,
                 "failover: median {med:.1} ms (min {min:.1}, max {max:.1}) over {} trials",
                 f.len()
+            );
+        }
+        if self.join_disturbed > 0 {
+            let _ = writeln!(
+                o,
+                "starting B disturbed A's service in {} of {} start-ups",
+                self.join_disturbed, self.startups
             );
         }
         match &self.steady {
@@ -176,5 +197,41 @@ impl SystemResult {
             None => {}
         }
         o
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn median_odd_even_empty() {
+        assert_eq!(median(&[]), None);
+        assert_eq!(median(&[3.0, 1.0, 2.0]), Some(2.0));
+        assert_eq!(median(&[4.0, 1.0, 3.0, 2.0]), Some(2.5));
+    }
+
+    #[test]
+    fn failed_trials_are_reported_not_averaged() {
+        let r = SystemResult {
+            title: "t".into(),
+            cycle: Duration::from_millis(10),
+            trials: vec![
+                Ok(Trial {
+                    offset: Duration::from_millis(1),
+                    phase: Some(Duration::from_millis(4)),
+                    failover: Duration::from_millis(30),
+                    killed: 3,
+                }),
+                Err("no answer".into()),
+            ],
+            steady: None,
+            idle: None,
+            startups: 2,
+            join_disturbed: 0,
+        };
+        assert_eq!(r.failover_ms(), vec![30.0]);
+        assert_eq!(r.errors(), vec!["trial 2: no answer".to_string()]);
+        assert!(r.table().contains("FAILED: no answer"));
     }
 }

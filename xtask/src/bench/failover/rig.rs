@@ -120,6 +120,18 @@ impl Rig {
         ns_pids(&self.ns(i).path())
     }
 
+    /// `pid:comm` of every process in host `i`'s namespace, for error reports.
+    pub fn describe(&self, i: usize) -> String {
+        let pids = self.pids(i).unwrap_or_default();
+        pids.iter()
+            .map(|p| {
+                let comm = fs::read_to_string(format!("/proc/{p}/comm")).unwrap_or_default();
+                format!("{p}:{}", comm.trim())
+            })
+            .collect::<Vec<_>>()
+            .join(" ")
+    }
+
     /// Crash the given processes at once: SIGSTOP all, then SIGKILL all; returns how many
     /// were killed. Freezing first matters: killed one by one, a process could react to
     /// another's death before its own SIGKILL lands (keepalived's VRRP child turns its
@@ -248,5 +260,45 @@ pub fn realtime_thread(prio: i32) -> bool {
     // SAFETY: plain syscall with a valid pointer; pid 0 is the calling thread.
     unsafe {
         libc::sched_setscheduler(0, libc::SCHED_FIFO | libc::SCHED_RESET_ON_FORK, &param) == 0
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn cpu_time_of_a_busy_process_grows() {
+        let me = std::process::id() as i32;
+        let before = cpu_secs(me).unwrap();
+        let t0 = std::time::Instant::now();
+        let mut x = 0u64;
+        while t0.elapsed() < std::time::Duration::from_millis(200) {
+            x = std::hint::black_box(x.wrapping_add(1));
+        }
+        assert!(cpu_secs(me).unwrap() > before);
+        assert_eq!(cpu_secs(i32::MAX), None);
+    }
+
+    #[test]
+    fn node_wipe_kills_everything_in_the_namespace() {
+        if !testkit::privileged("node_wipe_kills_everything_in_the_namespace") {
+            return;
+        }
+        let ns = Netns::new("bfo").unwrap();
+        let mut child = ns.spawn("sleep", &["30"]).unwrap();
+        let pid = child.child().unwrap().id() as i32;
+        // `ip netns exec` enters the namespace after the fork: wait for it.
+        let t0 = std::time::Instant::now();
+        while ns_pids(&ns.path()).unwrap().is_empty()
+            && t0.elapsed() < std::time::Duration::from_secs(5)
+        {
+            std::thread::sleep(std::time::Duration::from_millis(5));
+        }
+        assert_eq!(ns_pids(&ns.path()).unwrap(), vec![pid]);
+        assert_eq!(Rig::kill_pids(&[pid]), 1);
+        let status = child.child().unwrap().wait().unwrap();
+        assert!(!status.success());
+        assert!(ns_pids(&ns.path()).unwrap().is_empty());
     }
 }
