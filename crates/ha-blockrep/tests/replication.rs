@@ -671,3 +671,24 @@ async fn interrupted_full_sync_resumes_from_the_bitmap() {
     );
     assert!(data_of(&am, &a) == data_of(&bm, &b2));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn flush_after_only_fua_writes_is_skipped() {
+    let (a, am) = mem_node(cfg("alpha"), 16 * MIB).await;
+    a.promote(true).await.unwrap();
+    // The first flush after promotion always reaches the disk.
+    let f0 = am.flush_count();
+    a.flush().await.unwrap();
+    assert!(am.flush_count() > f0, "first flush after promote skipped");
+    // FUA writes are durable already: a flush behind them has nothing to do.
+    a.write(0, block(1), true).await.unwrap();
+    let f1 = am.flush_count();
+    a.flush().await.unwrap();
+    assert_eq!(am.flush_count(), f1, "flush after FUA-only writes hit the disk");
+    // A plain write must be flushed.
+    a.write(4096, block(2), false).await.unwrap();
+    a.flush().await.unwrap();
+    assert!(am.flush_count() > f1, "flush after a plain write skipped");
+    am.power_cut();
+    assert!(am.snapshot()[4096..8192] == block(2)[..]);
+}

@@ -48,10 +48,7 @@ impl Alarm {
             )
         };
         if raw < 0 {
-            return Err(Error::io(
-                "timerfd_create",
-                std::io::Error::last_os_error(),
-            ));
+            return Err(Error::io("timerfd_create", std::io::Error::last_os_error()));
         }
         // SAFETY: `raw` is a fresh descriptor nobody else owns.
         let owned = unsafe { OwnedFd::from_raw_fd(raw) };
@@ -83,7 +80,7 @@ impl Alarm {
             },
             it_value: libc::timespec {
                 tv_sec: libc::time_t::try_from(value.as_secs()).unwrap_or(libc::time_t::MAX),
-                tv_nsec: libc::c_long::try_from(value.subsec_nanos()).unwrap_or(0),
+                tv_nsec: libc::c_long::from(value.subsec_nanos()),
             },
         };
         // SAFETY: valid descriptor and pointer to an initialised itimerspec.
@@ -115,9 +112,8 @@ impl Alarm {
             let fired = guard.try_io(|fd| {
                 let mut n = [0u8; 8];
                 // SAFETY: valid descriptor, 8-byte buffer as timerfd requires.
-                let r = unsafe {
-                    libc::read(fd.get_ref().as_raw_fd(), n.as_mut_ptr().cast(), n.len())
-                };
+                let r =
+                    unsafe { libc::read(fd.get_ref().as_raw_fd(), n.as_mut_ptr().cast(), n.len()) };
                 if r < 0 {
                     Err(std::io::Error::last_os_error())
                 } else {

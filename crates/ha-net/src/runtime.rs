@@ -209,7 +209,11 @@ impl NodeRuntime {
             status_dirty: true,
             last_status: start,
             fed: std::cell::Cell::new(Timestamp::ZERO),
-            rx_buf: if media_polled { vec![0; 65_536] } else { Vec::new() },
+            rx_buf: if media_polled {
+                vec![0; 65_536]
+            } else {
+                Vec::new()
+            },
             poll_every: model.timing.keepalive.max(Duration::from_millis(1)),
             _keep: keep,
             _pinger: pinger,

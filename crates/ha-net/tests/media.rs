@@ -214,3 +214,95 @@ fn multicast_and_broadcast_between_namespaces() {
         assert_eq!(got, vec![LinkId(0), LinkId(1), LinkId(2)]);
     });
 }
+
+/// A polled UDP medium: nothing is read until `poll_receive`, which then hands over every
+/// waiting frame with its link id and a kernel arrival stamp from before the call.
+#[tokio::test(flavor = "current_thread")]
+async fn polled_udp_medium_drains_with_arrival_stamps() {
+    let held: Vec<_> = (0..2)
+        .map(|_| std::net::UdpSocket::bind("127.0.0.1:0").unwrap())
+        .collect();
+    let ports: Vec<u16> = held
+        .iter()
+        .map(|s| s.local_addr().unwrap().port())
+        .collect();
+    drop(held);
+    let cfg = |port: u16, peer: u16| UdpConfig {
+        interface: String::new(),
+        port,
+        bind: Some("127.0.0.1".parse().unwrap()),
+        mode: UdpMode::Unicast {
+            peers: vec![format!("127.0.0.1:{peer}").parse().unwrap()],
+        },
+    };
+    let (atx, _arx) = mpsc::channel(16);
+    let mut a = Media::new();
+    a.add_udp("ucast", &cfg(ports[0], ports[1]), atx).unwrap();
+    let mut b = Media::new();
+    assert_eq!(
+        b.add_udp_polled("ucast", &cfg(ports[1], ports[0])).unwrap(),
+        LinkId(0)
+    );
+    assert!(b.has_polled() && !a.has_polled());
+    let mut buf = vec![0u8; 65_536];
+    assert_eq!(
+        b.poll_receive(&mut buf, |_, _, _| panic!("nothing sent yet")),
+        0
+    );
+    // The kernel turns receive stamping on from a work queue shortly after the option.
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    for i in 0..3u8 {
+        a.send(None, &test_frame(i));
+    }
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    let before_drain = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap();
+    let mut got = Vec::new();
+    let n = b.poll_receive(&mut buf, |link, frame, stamp| {
+        got.push((link, frame.to_vec(), stamp));
+    });
+    assert_eq!(n, 3);
+    for (i, (link, frame, stamp)) in got.iter().enumerate() {
+        assert_eq!(*link, LinkId(0));
+        assert_eq!(frame[..], test_frame(i as u8)[..]);
+        let stamp = stamp.expect("SO_TIMESTAMPNS stamp");
+        // Stamped on arrival, i.e. at least ~50 ms before the drain (the sleep above).
+        assert!(
+            stamp + Duration::from_millis(40) <= before_drain,
+            "{stamp:?} vs {before_drain:?}"
+        );
+    }
+    assert_eq!(b.poll_receive(&mut buf, |_, _, _| panic!("drained")), 0);
+}
+
+/// The timerfd alarm fires at the set time (not before, and promptly), can be re-armed and
+/// disarmed.
+#[tokio::test(flavor = "current_thread")]
+async fn alarm_fires_at_the_set_time() {
+    let t0 = std::time::Instant::now();
+    let mut alarm = ha_net::alarm::Alarm::new().unwrap();
+    for ms in [5u64, 12, 20] {
+        alarm.set(Some(Duration::from_millis(ms))).unwrap();
+        alarm.wait().await;
+        let el = t0.elapsed();
+        assert!(
+            el >= Duration::from_millis(ms),
+            "fired early: {el:?} < {ms} ms"
+        );
+        assert!(el < Duration::from_millis(ms + 500), "fired late: {el:?}");
+    }
+    // A time in the past fires at once.
+    alarm.set(Some(Duration::ZERO)).unwrap();
+    tokio::time::timeout(Duration::from_secs(1), alarm.wait())
+        .await
+        .expect("past deadline fires at once");
+    // Disarmed: never.
+    alarm.set(Some(Duration::from_millis(100))).unwrap();
+    alarm.set(None).unwrap();
+    assert!(
+        tokio::time::timeout(Duration::from_millis(200), alarm.wait())
+            .await
+            .is_err()
+    );
+}

@@ -140,6 +140,10 @@ struct Counters {
     dr: AtomicU64,
     rs_bytes: AtomicU64,
     last_app_io_ms: AtomicU64,
+    /// Completed application writes that were not FUA (see [`Engine::flush`]).
+    plain_writes: AtomicU64,
+    /// `plain_writes` as read at the start of the last successful flush.
+    flushed_writes: AtomicU64,
 }
 
 pub(crate) struct Inner {
@@ -374,6 +378,11 @@ impl Engine {
         md.sb.set(MDF_CONSISTENT | MDF_WAS_UP_TO_DATE, true);
         md.sb.set(MDF_PRIMARY_IND | MDF_CRASHED_PRIMARY, true);
         md.write_sb().await?;
+        // Whatever this node wrote before (as Secondary) is covered by the next flush.
+        self.inner
+            .counters
+            .plain_writes
+            .fetch_add(1, Ordering::AcqRel);
         let link = {
             let mut st = self.st();
             st.role = Role::Primary;
@@ -594,6 +603,8 @@ impl Engine {
         };
         local?;
         self.inner.counters.dw.fetch_add(len, Ordering::Relaxed);
+        let durable =
+            matches!(&pkt, Packet::Data { flags, .. } if flags & crate::repl::packet::DF_FUA != 0);
         if let Some(w) = sent {
             let outcome = match protocol {
                 Protocol::A => PeerOutcome::Done,
@@ -609,6 +620,13 @@ impl Engine {
             }
         }
         drop(guard);
+        if !durable {
+            // Counted once complete: a flush that starts later must cover it.
+            self.inner
+                .counters
+                .plain_writes
+                .fetch_add(1, Ordering::AcqRel);
+        }
         // A crashed node acknowledges nothing, even what was in flight.
         if self.inner.dead.load(Ordering::SeqCst) {
             return Err(Error::State("engine was killed".into()));
@@ -617,8 +635,19 @@ impl Engine {
     }
 
     /// Flush: local disk, and (protocols B and C) the peer's disk.
+    ///
+    /// Skipped when every write completed since the last flush began was FUA (already
+    /// durable locally and, with protocols A and C, sent to the peer as FUA): a client in
+    /// writethrough mode would otherwise pay two flushes per write.
     pub async fn flush(&self) -> Result<()> {
         self.require_primary()?;
+        let c = &self.inner.counters;
+        let seen = c.plain_writes.load(Ordering::Acquire);
+        if self.inner.cfg.protocol != Protocol::B
+            && seen == c.flushed_writes.load(Ordering::Acquire)
+        {
+            return Ok(());
+        }
         let sent = {
             let _order = self.inner.order_lock();
             let link = self.st().link.clone();
@@ -631,6 +660,7 @@ impl Engine {
                 let _ = rx.await;
             }
         }
+        c.flushed_writes.fetch_max(seen, Ordering::AcqRel);
         Ok(())
     }
 

@@ -1,8 +1,12 @@
-//! The tokio driver: one task owns the [`Monitor`] and the [`Schedule`]; each due probe runs as
-//! a lightweight task in a `JoinSet`; results go back into the monitor and its edits to a
+//! The tokio driver: one task owns the [`Monitor`] and the [`Schedule`]. Probes start on a
+//! fixed grid per probe (first slot + k x interval), woken in batches on [`TICK`]s; a probe
+//! whose previous run is still going skips the slot (counted in [`CheckerStats::skipped`]).
+//! `tcp_syn` probes need no task at all: a tick's SYNs go out in one `sendmmsg`, replies come
+//! back by sequence number, timeouts expire from tick buckets. Every other probe runs as a
+//! lightweight task in a `JoinSet`. Results go back into the monitor and its edits to a
 //! [`TableSink`] (the kernel through [`IpvsClient`], or a [`MemoryTable`] in tests).
 
-use std::collections::HashMap;
+use super::idhash::IdMap;
 use std::hash::{Hash, Hasher};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -266,8 +270,8 @@ async fn run<S: TableSink>(
         ctx.ensure_syn(Some(syn_tx.clone()));
     }
     // tcp_syn probes in flight: their SYN's sequence number, and their deadlines.
-    let mut syn_inflight: HashMap<ProbeId, u32> = HashMap::new();
-    let mut syn_deadlines = Schedule::new();
+    let mut syn_inflight: IdMap<ProbeId, u32> = IdMap::default();
+    let mut syn_deadlines = SynDeadlines::default();
     let mut batch: Vec<(u64, std::net::SocketAddrV4)> = Vec::new();
     let mut verdicts = Vec::new();
     for (id, key) in monitor.probes() {
@@ -275,7 +279,7 @@ async fn run<S: TableSink>(
     }
     let mut running: JoinSet<(ProbeId, super::ProbeOutcome)> = JoinSet::new();
     // Slot of each running probe's current start.
-    let mut inflight: HashMap<ProbeId, Duration> = HashMap::new();
+    let mut inflight: IdMap<ProbeId, Duration> = IdMap::default();
     let sleep = tokio::time::sleep_until(epoch + Duration::from_secs(86400 * 365));
     tokio::pin!(sleep);
     let mut armed: Option<Duration> = None;
@@ -295,7 +299,6 @@ async fn run<S: TableSink>(
                 inflight.insert(id, slot);
                 match (&key.spec.kind, key.target, ctx.syn()) {
                     (super::CheckKind::TcpSyn, std::net::SocketAddr::V4(t), Some(_)) => {
-                        syn_deadlines.insert(id, now + key.spec.timeout);
                         batch.push((id.0, t));
                     }
                     _ => {
@@ -311,9 +314,13 @@ async fn run<S: TableSink>(
                 match sent {
                     Ok(seq) => {
                         syn_inflight.insert(id, seq);
+                        let timeout = monitor
+                            .probe_key(id)
+                            .map(|k| k.spec.timeout)
+                            .unwrap_or_default();
+                        syn_deadlines.insert(id, seq, now + timeout);
                     }
                     Err(e) => {
-                        syn_deadlines.remove(id);
                         let target = monitor.probe_key(id).map(|k| k.target);
                         let why = format!("send SYN to {target:?}: {e}");
                         finish(
@@ -332,10 +339,20 @@ async fn run<S: TableSink>(
             batch.clear();
             // Replies already queued: settle them now, without a wake-up of the receive task.
             syn.receive_now(&mut verdicts);
-            syn_settle(&mut monitor, &mut sink, &mut sched, &mut inflight, &stats, epoch, &mut syn_inflight, &mut syn_deadlines, &mut verdicts);
+            syn_settle(
+                &mut monitor,
+                &mut sink,
+                &mut sched,
+                &mut inflight,
+                &stats,
+                epoch,
+                &mut syn_inflight,
+                &mut verdicts,
+            );
         }
-        for (id, _) in syn_deadlines.pop_due_at(epoch.elapsed()) {
-            if let Some(seq) = syn_inflight.remove(&id) {
+        for (id, seq) in syn_deadlines.pop_due(epoch.elapsed()) {
+            if syn_inflight.get(&id) == Some(&seq) {
+                syn_inflight.remove(&id);
                 if let Some(syn) = ctx.syn() {
                     syn.forget(seq);
                 }
@@ -384,7 +401,7 @@ async fn run<S: TableSink>(
             }
             n = syn_rx.recv_many(&mut verdicts, 4096) => {
                 let _ = n;
-                syn_settle(&mut monitor, &mut sink, &mut sched, &mut inflight, &stats, epoch, &mut syn_inflight, &mut syn_deadlines, &mut verdicts);
+                syn_settle(&mut monitor, &mut sink, &mut sched, &mut inflight, &stats, epoch, &mut syn_inflight, &mut verdicts);
             }
             _ = &mut sleep, if armed.is_some() => { armed = None; }
             msg = ctl.recv() => match msg {
@@ -394,7 +411,6 @@ async fn run<S: TableSink>(
                     for id in &r.removed {
                         sched.remove(*id);
                         inflight.remove(id);
-                        syn_deadlines.remove(*id);
                         if let (Some(seq), Some(syn)) = (syn_inflight.remove(id), ctx.syn()) {
                             syn.forget(seq);
                         }
@@ -416,17 +432,52 @@ async fn run<S: TableSink>(
     Ok(())
 }
 
+/// Timeouts of tcp_syn probes in flight, bucketed by [`TICK`]: cheap to add, and nothing to
+/// do when a probe is answered (its entry is skipped at expiry since its sequence number no
+/// longer matches the one in flight).
+#[derive(Default)]
+struct SynDeadlines {
+    buckets: std::collections::BTreeMap<u64, Vec<(ProbeId, u32)>>,
+}
+
+impl SynDeadlines {
+    fn tick(at: Duration) -> u64 {
+        at.as_nanos().div_ceil(TICK.as_nanos()) as u64
+    }
+
+    fn insert(&mut self, id: ProbeId, seq: u32, at: Duration) {
+        self.buckets
+            .entry(Self::tick(at))
+            .or_default()
+            .push((id, seq));
+    }
+
+    fn next_due(&self) -> Option<Duration> {
+        let t = *self.buckets.keys().next()?;
+        Some(Duration::from_nanos(
+            t.saturating_mul(TICK.as_nanos() as u64),
+        ))
+    }
+
+    fn pop_due(&mut self, now: Duration) -> Vec<(ProbeId, u32)> {
+        let keep = self
+            .buckets
+            .split_off(&(now.as_nanos() as u64 / TICK.as_nanos() as u64 + 1));
+        let due = std::mem::replace(&mut self.buckets, keep);
+        due.into_values().flatten().collect()
+    }
+}
+
 /// Settle tcp_syn probes from their verdicts (drains `verdicts`).
 #[allow(clippy::too_many_arguments)]
 fn syn_settle<S: TableSink>(
     monitor: &mut Monitor,
     sink: &mut S,
     sched: &mut Schedule,
-    inflight: &mut HashMap<ProbeId, Duration>,
+    inflight: &mut IdMap<ProbeId, Duration>,
     stats: &CheckerStats,
     epoch: Instant,
-    syn_inflight: &mut HashMap<ProbeId, u32>,
-    syn_deadlines: &mut Schedule,
+    syn_inflight: &mut IdMap<ProbeId, u32>,
     verdicts: &mut Vec<super::synprobe::BatchResult>,
 ) {
     for (token, seq, verdict) in verdicts.drain(..) {
@@ -435,7 +486,6 @@ fn syn_settle<S: TableSink>(
             continue; // a reply after the probe timed out
         }
         syn_inflight.remove(&id);
-        syn_deadlines.remove(id);
         let outcome = match verdict {
             super::syn::Verdict::Open => super::ProbeOutcome::Up,
             super::syn::Verdict::Closed => {
@@ -452,7 +502,7 @@ fn finish<S: TableSink>(
     monitor: &mut Monitor,
     sink: &mut S,
     sched: &mut Schedule,
-    inflight: &mut HashMap<ProbeId, Duration>,
+    inflight: &mut IdMap<ProbeId, Duration>,
     stats: &CheckerStats,
     epoch: Instant,
     id: ProbeId,
@@ -472,19 +522,60 @@ fn finish<S: TableSink>(
     if let Some(key) = monitor.probe_key(id) {
         // Next slot on the grid; slots that already passed while this run was going are
         // skipped (never two runs of one probe at once), and counted.
-        let iv = key.spec.interval.max(Duration::from_millis(1));
-        let now = epoch.elapsed();
-        let mut next = slot + iv;
-        if now > next + on_time_tolerance(iv) {
-            let behind = ((now - next).as_nanos() / iv.as_nanos()) as u32;
-            let behind = if now - next - iv * behind > on_time_tolerance(iv) {
-                behind + 1
-            } else {
-                behind
-            };
-            stats.skipped.fetch_add(u64::from(behind), Relaxed);
-            next += iv * behind;
-        }
+        let (next, skipped) = next_slot(slot, epoch.elapsed(), key.spec.interval);
+        stats.skipped.fetch_add(skipped, Relaxed);
         sched.insert(id, next);
+    }
+}
+
+/// The next slot of a probe whose run of `slot` finished at `now`, and how many slots it
+/// skips: those that can no longer start on time.
+fn next_slot(slot: Duration, now: Duration, interval: Duration) -> (Duration, u64) {
+    let iv = interval.max(Duration::from_millis(1));
+    let tol = on_time_tolerance(iv);
+    let next = slot + iv;
+    if now <= next + tol {
+        return (next, 0);
+    }
+    let mut behind = ((now - next).as_nanos() / iv.as_nanos()) as u32;
+    if now - next - iv * behind > tol {
+        behind += 1;
+    }
+    (next + iv * behind, u64::from(behind))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn next_slot_keeps_the_grid_and_counts_skipped_slots() {
+        let ms = Duration::from_millis;
+        let s = ms(1000);
+        // Finished within the interval: the next grid slot, nothing skipped.
+        assert_eq!(next_slot(ms(0), ms(300), s), (s, 0));
+        // Finished just inside the tolerance of the next slot: still startable on time.
+        assert_eq!(next_slot(ms(0), ms(1090), s), (s, 0));
+        // Past it: that slot is skipped, the one after is next.
+        assert_eq!(next_slot(ms(0), ms(1150), s), (ms(2000), 1));
+        // 3.05 intervals late: slots 1 and 2 skipped, slot 3 still on time.
+        assert_eq!(next_slot(ms(0), ms(3050), s), (ms(3000), 2));
+        assert_eq!(next_slot(ms(0), ms(3200), s), (ms(4000), 3));
+        assert_eq!(on_time_tolerance(ms(200)), ms(20));
+    }
+
+    #[test]
+    fn syn_deadlines_expire_by_tick() {
+        let ms = Duration::from_millis;
+        let mut d = SynDeadlines::default();
+        d.insert(ProbeId(1), 10, ms(12));
+        d.insert(ProbeId(2), 11, ms(3));
+        d.insert(ProbeId(3), 12, ms(12));
+        assert_eq!(d.next_due(), Some(ms(5)));
+        assert!(d.pop_due(ms(4)).is_empty());
+        assert_eq!(d.pop_due(ms(5)), vec![(ProbeId(2), 11)]);
+        assert_eq!(d.next_due(), Some(ms(15)));
+        assert_eq!(d.pop_due(ms(100)), vec![(ProbeId(1), 10), (ProbeId(3), 12)]);
+        assert_eq!(d.next_due(), None);
     }
 }

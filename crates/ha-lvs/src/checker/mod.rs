@@ -5,9 +5,11 @@
 //! a sans-IO state machine: probe results in, IPVS table edits out (quiesce to weight 0 or
 //! remove on failure, restore on recovery, fallback server while every real server is down,
 //! configuration reload as a minimal diff that keeps the state of unchanged probes). The
-//! [`driver`] runs the probes on tokio from one task with a deadline heap ([`Schedule`]).
+//! [`driver`] runs the probes on tokio from one task with a deadline heap ([`Schedule`]);
+//! [`probe`] holds the probes, [`syn`] and [`synprobe`] the half-open `tcp_syn` check.
 
 pub mod driver;
+mod idhash;
 mod monitor;
 pub mod probe;
 mod schedule;

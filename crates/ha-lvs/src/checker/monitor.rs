@@ -2,6 +2,8 @@
 
 use std::collections::HashMap;
 
+use super::idhash::IdMap;
+
 use super::{CheckKind, FailureAction, MonitorConfig, MonitoredService, ProbeKey};
 use crate::model::{Destination, VirtualService};
 use crate::netlink::Request;
@@ -47,10 +49,10 @@ pub struct Reconfigured {
 #[derive(Debug)]
 pub struct Monitor {
     config: MonitorConfig,
-    probes: HashMap<ProbeId, ProbeState>,
+    probes: IdMap<ProbeId, ProbeState>,
     by_key: HashMap<ProbeKey, ProbeId>,
     /// Which services use a probe (indices into `config.services`).
-    users: HashMap<ProbeId, Vec<usize>>,
+    users: IdMap<ProbeId, Vec<usize>>,
     /// Probe of each real server of each service (None = unchecked).
     real_probe: Vec<Vec<Option<ProbeId>>>,
     desired: Vec<VirtualService>,
@@ -71,9 +73,9 @@ impl Monitor {
     pub fn new(config: MonitorConfig) -> Self {
         let mut m = Monitor {
             config: MonitorConfig::default(),
-            probes: HashMap::new(),
+            probes: IdMap::default(),
             by_key: HashMap::new(),
-            users: HashMap::new(),
+            users: IdMap::default(),
             real_probe: Vec::new(),
             desired: Vec::new(),
             next_id: 0,
@@ -195,9 +197,9 @@ impl Monitor {
     /// (no flapping on reload); the returned changes are the minimal table diff.
     pub fn reconfigure(&mut self, config: MonitorConfig) -> Reconfigured {
         let old_desired = std::mem::take(&mut self.desired);
-        let mut keep: HashMap<ProbeId, ProbeState> = HashMap::new();
+        let mut keep: IdMap<ProbeId, ProbeState> = IdMap::default();
         let mut by_key: HashMap<ProbeKey, ProbeId> = HashMap::new();
-        let mut users: HashMap<ProbeId, Vec<usize>> = HashMap::new();
+        let mut users: IdMap<ProbeId, Vec<usize>> = IdMap::default();
         let mut real_probe = Vec::with_capacity(config.services.len());
         let mut added = Vec::new();
         for (i, ms) in config.services.iter().enumerate() {

@@ -2,7 +2,9 @@
 //! cancellation. Time is a plain `Duration` since an arbitrary epoch so it is testable.
 
 use std::cmp::Reverse;
-use std::collections::{BinaryHeap, HashMap};
+use std::collections::BinaryHeap;
+
+use super::idhash::IdMap;
 use std::time::Duration;
 
 use super::ProbeId;
@@ -11,7 +13,7 @@ use super::ProbeId;
 #[derive(Debug, Default)]
 pub struct Schedule {
     heap: BinaryHeap<Reverse<(Duration, u64, ProbeId)>>,
-    live: HashMap<ProbeId, u64>,
+    live: IdMap<ProbeId, u64>,
     generation: u64,
 }
 

@@ -7,7 +7,6 @@
 //! loopback the prober is also charged for the server's side); this costs one `sendto` and one
 //! `recv` of a filtered reply.
 
-use std::collections::HashMap;
 use std::io;
 use std::net::{Ipv4Addr, SocketAddrV4};
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
@@ -18,6 +17,7 @@ use tokio::io::unix::AsyncFd;
 use tokio::sync::{mpsc, oneshot};
 use tokio::task::JoinHandle;
 
+use super::idhash::IdMap;
 use super::syn::{Segment, Verdict};
 
 /// Who waits for a reply.
@@ -40,9 +40,9 @@ struct Inner {
     send: OwnedFd,
     recv: OwnedFd,
     sport: u16,
-    pending: Mutex<HashMap<u32, Pending>>,
+    pending: Mutex<IdMap<u32, Pending>>,
     next_seq: AtomicU32,
-    sources: Mutex<HashMap<Ipv4Addr, Ipv4Addr>>,
+    sources: Mutex<IdMap<Ipv4Addr, Ipv4Addr>>,
     results: Option<mpsc::UnboundedSender<BatchResult>>,
 }
 
@@ -160,9 +160,9 @@ impl SynProber {
             send,
             recv,
             sport,
-            pending: Mutex::new(HashMap::new()),
+            pending: Mutex::new(IdMap::default()),
             next_seq: AtomicU32::new(rand_seed()),
-            sources: Mutex::new(HashMap::new()),
+            sources: Mutex::new(IdMap::default()),
             results,
         });
         // SAFETY: Inner owns the descriptor and RecvFd keeps Inner alive as long as the AsyncFd.
