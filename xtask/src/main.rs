@@ -25,7 +25,7 @@ enum Cmd {
     /// Install missing packages (as root), build the VM image and run the whole test suite.
     Test {
         /// Extra arguments passed to `cargo test` (after `--`).
-        #[arg(trailing_var_arg = true)]
+        #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
         args: Vec<String>,
     },
     /// Run a benchmark by name.
@@ -33,7 +33,7 @@ enum Cmd {
         /// Benchmark name; `list` shows them.
         name: String,
         /// Extra arguments for the benchmark.
-        #[arg(trailing_var_arg = true)]
+        #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
         args: Vec<String>,
     },
     /// Build (or reuse) the qemu boot image.

@@ -17,7 +17,7 @@ use tokio::task::JoinHandle;
 
 use crate::alarm::Alarm;
 use crate::auth::{Counters, Keyring};
-use crate::media::{Inbound, Media};
+use crate::media::{Inbound, Media, RecvBatch};
 use crate::ping::{PingConfig, spawn_pinger};
 use crate::session::{Session, SessionConfig};
 use crate::wire::ClusterId;
@@ -209,11 +209,7 @@ impl NodeRuntime {
             status_dirty: true,
             last_status: start,
             fed: std::cell::Cell::new(Timestamp::ZERO),
-            rx_buf: if media_polled {
-                vec![0; 65_536]
-            } else {
-                Vec::new()
-            },
+            rx_batch: media_polled.then(|| Box::new(RecvBatch::default())),
             poll_every: model.timing.keepalive.max(Duration::from_millis(1)),
             _keep: keep,
             _pinger: pinger,
@@ -295,8 +291,8 @@ struct Driver {
     last_status: Instant,
     /// Latest time handed to the state machine.
     fed: std::cell::Cell<Timestamp>,
-    /// Scratch buffer for draining polled media (empty when none is polled).
-    rx_buf: Vec<u8>,
+    /// Scratch buffers for draining polled media (`None` when none is polled).
+    rx_batch: Option<Box<RecvBatch>>,
     /// Longest sleep while media are polled: frames must not wait longer than this.
     poll_every: Duration,
     _keep: mpsc::Sender<Inbound>,
@@ -346,7 +342,7 @@ impl Driver {
                 .flatten()
                 .min();
             let mut wake = next.map(|t| t.as_duration());
-            if !self.rx_buf.is_empty() {
+            if self.rx_batch.is_some() {
                 let latest = self.start.elapsed() + self.poll_every;
                 wake = Some(wake.map_or(latest, |w| w.min(latest)));
             }
@@ -411,7 +407,7 @@ impl Driver {
     /// its kernel arrival time (so reading a tick late neither delays failure detection nor
     /// makes heartbeats look late); true if there was any.
     fn drain_polled(&mut self) -> bool {
-        if self.rx_buf.is_empty() {
+        if self.rx_batch.is_none() {
             return false;
         }
         let before = self.fed.get();
@@ -427,10 +423,13 @@ impl Driver {
             media,
             session,
             node,
-            rx_buf,
+            rx_batch: Some(rx_batch),
             ..
-        } = self;
-        let n = media.poll_receive(rx_buf, |link, frame, stamp| {
+        } = self
+        else {
+            return false;
+        };
+        let n = media.poll_receive(rx_batch, |link, frame, stamp| {
             let arrived = stamp.map_or(now, |s| {
                 let age = wall.saturating_sub(s);
                 Timestamp::from_duration(now.as_duration().saturating_sub(age))

@@ -244,7 +244,7 @@ async fn polled_udp_medium_drains_with_arrival_stamps() {
         LinkId(0)
     );
     assert!(b.has_polled() && !a.has_polled());
-    let mut buf = vec![0u8; 65_536];
+    let mut buf = ha_net::media::RecvBatch::default();
     assert_eq!(
         b.poll_receive(&mut buf, |_, _, _| panic!("nothing sent yet")),
         0

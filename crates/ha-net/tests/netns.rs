@@ -765,6 +765,8 @@ fn bench_failover() {
                 ..Opts::default()
             });
             if round == 0 {
+                // Past start-up (agent probes, thread stacks locked by mlockall).
+                std::thread::sleep(Duration::from_secs(1));
                 let (p0, p1) = (c.pid(0), c.pid(1));
                 let (a0, b0, t0) = (cpu_time(p0), cpu_time(p1), Instant::now());
                 std::thread::sleep(Duration::from_secs(cpu_secs));

@@ -19,7 +19,7 @@ use tokio::task::JoinHandle;
 
 use crate::{Error, Result};
 pub use stream::FdStream;
-pub use udp::{DEFAULT_PORT, UdpConfig, UdpLink, UdpMode};
+pub use udp::{DEFAULT_PORT, RecvBatch, UdpConfig, UdpLink, UdpMode};
 
 /// A frame as received, with the link it came on.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -200,25 +200,30 @@ impl Media {
     }
 
     /// Hand every frame waiting in a polled medium to `deliver` with its kernel arrival stamp
-    /// (wall clock since the Unix epoch, if the kernel gave one), using `buf` as scratch (64 KiB
-    /// holds any datagram). Returns the number of frames.
+    /// (wall clock since the Unix epoch, if the kernel gave one), using `batch` as scratch.
+    /// Returns the number of frames.
     pub fn poll_receive(
         &self,
-        buf: &mut [u8],
+        batch: &mut RecvBatch,
         mut deliver: impl FnMut(LinkId, &[u8], Option<Duration>),
     ) -> usize {
         // Bounded per call so a flood cannot keep the node from its timers.
-        const MAX_PER_LINK: usize = 256;
+        const MAX_CALLS_PER_LINK: usize = 32;
         let mut n = 0;
-        let mut cmsg = nix::cmsg_space!(nix::sys::time::TimeSpec);
         for (i, (name, l)) in self.links.iter().enumerate() {
             let LinkTx::PolledUdp(u) = l else { continue };
             let id = LinkId(u8::try_from(i).unwrap_or(u8::MAX));
-            for _ in 0..MAX_PER_LINK {
-                match u.try_recv_stamped(buf, &mut cmsg) {
-                    Ok((len, stamp)) => {
-                        n += 1;
-                        deliver(id, &buf[..len], stamp);
+            for _ in 0..MAX_CALLS_PER_LINK {
+                match u.try_recv_batch(batch) {
+                    Ok(got) => {
+                        n += got;
+                        for (frame, stamp) in batch.frames() {
+                            deliver(id, frame, stamp);
+                        }
+                        if got < RecvBatch::SLOTS {
+                            // Short batch: the queue is empty, no need for an EAGAIN call.
+                            break;
+                        }
                     }
                     Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => break,
                     Err(e) => {

@@ -241,6 +241,50 @@ impl UdpLink {
         tokio::net::UdpSocket::from_std(dup).map_err(|e| Error::io("udp medium: register", e))
     }
 
+    /// Receive up to [`RecvBatch::SLOTS`] waiting datagrams with one `recvmmsg` call, each
+    /// with its kernel arrival stamp (see [`UdpLink::enable_rx_timestamps`]). Returns how many
+    /// slots of `batch` were filled (`WouldBlock` when none was waiting).
+    pub fn try_recv_batch(&self, batch: &mut RecvBatch) -> std::io::Result<usize> {
+        use std::os::fd::AsRawFd;
+        let slot = RecvBatch::SLOT_LEN;
+        let (data, cmsg) = (&mut batch.data, &mut batch.cmsg);
+        let mut iovs: [libc::iovec; RecvBatch::SLOTS] = std::array::from_fn(|i| libc::iovec {
+            iov_base: data[i * slot..].as_mut_ptr().cast(),
+            iov_len: slot,
+        });
+        // SAFETY: an all-zero mmsghdr is valid (null pointers, zero lengths).
+        let mut hdrs: [libc::mmsghdr; RecvBatch::SLOTS] = unsafe { std::mem::zeroed() };
+        for (i, h) in hdrs.iter_mut().enumerate() {
+            h.msg_hdr.msg_iov = &mut iovs[i];
+            h.msg_hdr.msg_iovlen = 1;
+            h.msg_hdr.msg_control = cmsg[i * RecvBatch::CMSG_LEN..].as_mut_ptr().cast();
+            h.msg_hdr.msg_controllen = RecvBatch::CMSG_LEN as _;
+        }
+        // SAFETY: every header points into buffers owned by `batch` (or the local iovecs)
+        // that outlive the call, with their true lengths.
+        let n = unsafe {
+            libc::recvmmsg(
+                self.socket.as_raw_fd(),
+                hdrs.as_mut_ptr(),
+                RecvBatch::SLOTS as libc::c_uint,
+                libc::MSG_DONTWAIT,
+                std::ptr::null_mut(),
+            )
+        };
+        if n < 0 {
+            return Err(std::io::Error::last_os_error());
+        }
+        let n = usize::try_from(n).unwrap_or(0);
+        for (i, h) in hdrs.iter().take(n).enumerate() {
+            // A datagram longer than a slot arrives cut: mark it so it is dropped whole.
+            let truncated = h.msg_hdr.msg_flags & libc::MSG_TRUNC != 0;
+            batch.lens[i] = if truncated { 0 } else { h.msg_len as usize };
+            batch.stamps[i] = stamp_of(&h.msg_hdr);
+        }
+        batch.filled = n;
+        Ok(n)
+    }
+
     /// Send one frame to every destination without waiting: a full socket buffer drops it,
     /// like a lost datagram (heartbeats are superseded, control messages retransmitted).
     pub fn send(&self, frame: &[u8]) -> usize {
@@ -255,5 +299,71 @@ impl UdpLink {
             }
         }
         sent
+    }
+}
+
+/// The SCM_TIMESTAMPNS stamp of a received message, if any.
+fn stamp_of(hdr: &libc::msghdr) -> Option<std::time::Duration> {
+    // SAFETY: the header was filled by recvmmsg; the CMSG macros stay within
+    // msg_control..msg_control + msg_controllen.
+    unsafe {
+        let mut c = libc::CMSG_FIRSTHDR(hdr);
+        while !c.is_null() {
+            if (*c).cmsg_level == libc::SOL_SOCKET && (*c).cmsg_type == libc::SCM_TIMESTAMPNS {
+                let ts = std::ptr::read_unaligned(libc::CMSG_DATA(c).cast::<libc::timespec>());
+                return Some(std::time::Duration::new(
+                    u64::try_from(ts.tv_sec).ok()?,
+                    u32::try_from(ts.tv_nsec).ok()?,
+                ));
+            }
+            c = libc::CMSG_NXTHDR(hdr, c);
+        }
+    }
+    None
+}
+
+/// Reusable buffers for [`UdpLink::try_recv_batch`].
+pub struct RecvBatch {
+    data: Vec<u8>,
+    cmsg: Vec<u8>,
+    lens: [usize; RecvBatch::SLOTS],
+    stamps: [Option<std::time::Duration>; RecvBatch::SLOTS],
+    filled: usize,
+}
+
+impl std::fmt::Debug for RecvBatch {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RecvBatch")
+            .field("filled", &self.filled)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Default for RecvBatch {
+    fn default() -> Self {
+        RecvBatch {
+            data: vec![0; Self::SLOTS * Self::SLOT_LEN],
+            cmsg: vec![0; Self::SLOTS * Self::CMSG_LEN],
+            lens: [0; Self::SLOTS],
+            stamps: [None; Self::SLOTS],
+            filled: 0,
+        }
+    }
+}
+
+impl RecvBatch {
+    /// Datagrams per call.
+    pub const SLOTS: usize = 8;
+    /// Bytes per datagram slot (any UDP payload fits).
+    pub const SLOT_LEN: usize = 65_536;
+    /// Control bytes per slot (room for a timestamp).
+    const CMSG_LEN: usize = 64;
+
+    /// The datagrams of the last call with their stamps (a cut datagram reads as empty).
+    pub fn frames(&self) -> impl Iterator<Item = (&[u8], Option<std::time::Duration>)> {
+        (0..self.filled).map(|i| {
+            let start = i * Self::SLOT_LEN;
+            (&self.data[start..start + self.lens[i]], self.stamps[i])
+        })
     }
 }
