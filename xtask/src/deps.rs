@@ -42,8 +42,14 @@ pub const PACKAGES: &[(&str, &str)] = &[
         "resource-agents",
         "real OCF agents (ha-core agents_real test)",
     ),
-    ("keepalived", "the peer measured by `cargo xtask bench failover`"),
-    ("stress-ng", "CPU load for the false-failover phase of the failover bench"),
+    (
+        "keepalived",
+        "the peer measured by `cargo xtask bench failover`",
+    ),
+    (
+        "stress-ng",
+        "CPU load for the false-failover phase of the failover bench",
+    ),
 ];
 
 /// Names of the packages in [`PACKAGES`] that are not installed.

@@ -684,7 +684,11 @@ async fn flush_after_only_fua_writes_is_skipped() {
     a.write(0, block(1), true).await.unwrap();
     let f1 = am.flush_count();
     a.flush().await.unwrap();
-    assert_eq!(am.flush_count(), f1, "flush after FUA-only writes hit the disk");
+    assert_eq!(
+        am.flush_count(),
+        f1,
+        "flush after FUA-only writes hit the disk"
+    );
     // A plain write must be flushed.
     a.write(4096, block(2), false).await.unwrap();
     a.flush().await.unwrap();

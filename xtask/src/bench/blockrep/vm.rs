@@ -1,7 +1,8 @@
 //! `cargo xtask bench blockrep-vm`: two VMs on testkit's UDP link, same disks, kernel DRBD
 //! 8.4 (protocol C) against `blockrepd` (protocol C) exported to the guest kernel over NBD.
 //! On the Primary: 200 MiB `dd oflag=direct` of 1 MiB blocks, and 4 KiB `oflag=direct,dsync`
-//! writes (time / count). Last line: `RESULT tput_vs_drbd=.. lat_vs_drbd=..`.
+//! writes (time / count). The systems alternate over `--rounds N` (default 2; pass after
+//! `--`) and each keeps its best figures. Last line: `RESULT tput_vs_drbd=.. lat_vs_drbd=..`.
 
 use std::path::Path;
 use std::time::Duration;
