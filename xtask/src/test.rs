@@ -1,9 +1,9 @@
 //! `cargo xtask test`: the one test command (README, `.ci/run`).
 //!
-//! Steps: install missing Debian packages (as root), check formatting and lints, build the VM
-//! boot image, then run every test of the workspace. Privileged tests run because we are root;
-//! `.ci/run` also sets `HA_TOOLKIT_REQUIRE_PRIVILEGED=1` so that a privileged test that would skip
-//! fails instead.
+//! Steps: install missing Debian packages (as root), check formatting, lints and docs, check
+//! that the fuzz targets compile, build the VM boot image, then run every test of the workspace.
+//! Privileged tests run because we are root; `.ci/run` also sets
+//! `HA_TOOLKIT_REQUIRE_PRIVILEGED=1` so that a privileged test that would skip fails instead.
 
 use anyhow::{Context, bail};
 use std::process::Command;
@@ -25,6 +25,16 @@ pub fn run(args: &[String]) -> anyhow::Result<()> {
             "-D",
             "warnings",
         ])
+    })?;
+    step("cargo doc (warnings denied)", || {
+        cargo_env(
+            &["doc", "--workspace", "--no-deps"],
+            &[("RUSTDOCFLAGS", "-D warnings")],
+        )
+    })?;
+    // The fuzz targets need nightly to fuzz, but must always compile against the current APIs.
+    step("fuzz targets compile", || {
+        cargo(&["check", "--manifest-path", "fuzz/Cargo.toml", "--bins"])
     })?;
     step("build tests", || {
         cargo(&["test", "--workspace", "--no-run"])
@@ -59,9 +69,15 @@ fn step(name: &str, f: impl FnOnce() -> anyhow::Result<()>) -> anyhow::Result<()
 
 /// Run cargo with `args` in the workspace root, failing on a non-zero status.
 pub fn cargo(args: &[&str]) -> anyhow::Result<()> {
+    cargo_env(args, &[])
+}
+
+/// [`cargo`] with extra environment variables.
+pub fn cargo_env(args: &[&str], env: &[(&str, &str)]) -> anyhow::Result<()> {
     let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
     let status = Command::new(&cargo)
         .args(args)
+        .envs(env.iter().copied())
         .current_dir(workspace_root())
         .status()
         .with_context(|| format!("cannot run {cargo}"))?;

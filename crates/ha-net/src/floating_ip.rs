@@ -7,15 +7,20 @@
 //! a raw datalink socket, or for IPv6 unsolicited neighbour advertisements (override flag) to
 //! all-nodes. The first announcement goes out before `start` returns; the rest of the burst and
 //! the optional periodic refresh (`garp_refresh_ms`, like `garp_master_refresh`) run in the
-//! background while the address is held.
+//! background while the address is held. [`reannounce`] asks the holder for another burst
+//! (the runtime calls it when a peer may have announced the same address, see
+//! [`crate::reannounce`]).
 //!
 //! Parameters (`AgentSpec::Builtin { kind: "IPaddr" }`): `ip` (required), `cidr_netmask`
 //! (prefix length or dotted mask; default 32 / 128), `nic` (required), `label` (IPv4 only;
 //! `eth0:vip` or just `vip`), `garp_count`, `garp_interval_ms` (default 10), `garp_refresh_ms`
 //! (default 0: off).
 
+use std::collections::BTreeMap;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
-use std::sync::Mutex;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::mpsc::{RecvTimeoutError, Sender};
+use std::sync::{LazyLock, Mutex};
 use std::time::Duration;
 
 use async_trait::async_trait;
@@ -128,7 +133,57 @@ pub struct FloatingIp {
     id: ResourceId,
     cfg: FloatingIpConfig,
     timeouts: OpTimeouts,
-    announcer: Mutex<Option<std::sync::mpsc::Sender<()>>>,
+    announcer: Mutex<Option<Sender<()>>>,
+    /// Key of this instance's entry in [`HELD`].
+    token: u64,
+}
+
+type HeldMap = BTreeMap<ResourceId, Vec<(u64, Sender<()>)>>;
+
+/// Announcers of the addresses held in this process, by resource id: sending on one starts a
+/// new burst. A map rather than a handle in the runtime because resources reach the runtime
+/// as `dyn Resource`. (Nodes sharing a process, as in tests, share it: a request reaches
+/// every holder of that id in the process, which only costs an extra burst.)
+static HELD: LazyLock<Mutex<HeldMap>> = LazyLock::new(|| Mutex::new(BTreeMap::new()));
+
+static NEXT_TOKEN: AtomicU64 = AtomicU64::new(1);
+
+/// Send another announcement burst for resource `id` if it is a floating IP held in this
+/// process; returns how many holders were asked (0: not held here, nothing to do).
+pub fn reannounce(id: &ResourceId) -> usize {
+    let Ok(mut held) = HELD.lock() else {
+        return 0;
+    };
+    let Some(list) = held.get_mut(id) else {
+        return 0;
+    };
+    // A send fails only if the thread is gone; forget such entries.
+    list.retain(|(_, tx)| tx.send(()).is_ok());
+    let n = list.len();
+    if n == 0 {
+        held.remove(id);
+    }
+    if n > 0 {
+        tracing::info!(resource = %id, "re-announcing floating ip");
+    }
+    n
+}
+
+fn held_insert(id: &ResourceId, token: u64, tx: Sender<()>) {
+    if let Ok(mut held) = HELD.lock() {
+        held.entry(id.clone()).or_default().push((token, tx));
+    }
+}
+
+fn held_remove(id: &ResourceId, token: u64) {
+    if let Ok(mut held) = HELD.lock() {
+        if let Some(list) = held.get_mut(id) {
+            list.retain(|(t, _)| *t != token);
+            if list.is_empty() {
+                held.remove(id);
+            }
+        }
+    }
 }
 
 /// Register [`FloatingIp`] as built-in kind `IPaddr`.
@@ -179,6 +234,7 @@ impl FloatingIp {
             cfg,
             timeouts,
             announcer: Mutex::new(None),
+            token: NEXT_TOKEN.fetch_add(1, Ordering::Relaxed),
         }
     }
 
@@ -262,8 +318,9 @@ impl FloatingIp {
     }
 
     fn stop_announcer(&self) {
+        held_remove(&self.id, self.token);
         if let Ok(mut a) = self.announcer.lock() {
-            // Dropping the sender wakes the announcer thread, which exits.
+            // Dropping the last sender wakes the announcer thread, which exits.
             a.take();
         }
     }
@@ -283,39 +340,45 @@ impl FloatingIp {
         let (stop_tx, stop_rx) = std::sync::mpsc::channel::<()>();
         let spawned = std::thread::Builder::new()
             .name("ha-garp".into())
+            // Small stack: under mlockall(MCL_FUTURE) every stack page is faulted in at once.
+            .stack_size(128 * 1024)
             .spawn(move || {
-                // Sleep until `d` passed (true) or the address was released (false).
-                let wait = |d: Duration| {
-                    matches!(
-                        stop_rx.recv_timeout(d),
-                        Err(std::sync::mpsc::RecvTimeoutError::Timeout)
-                    )
-                };
-                for _ in 1..cfg.garp_count {
-                    if !wait(cfg.garp_interval) {
-                        return;
-                    }
-                    sender.send_logged(&cfg);
-                }
-                let Some(every) = cfg.garp_refresh else {
-                    return;
-                };
+                // The rest of the first burst, then idle until a refresh is due or
+                // [`reannounce`] asks; a request during a burst restarts it.
+                let mut left = cfg.garp_count.saturating_sub(1);
                 loop {
-                    if !wait(every) {
-                        return;
-                    }
-                    for i in 0..cfg.garp_count.max(1) {
-                        if i > 0 && !wait(cfg.garp_interval) {
-                            return;
+                    let timeout = if left > 0 {
+                        cfg.garp_interval
+                    } else {
+                        // No refresh: sleep until asked or released.
+                        cfg.garp_refresh.unwrap_or(Duration::from_secs(3600))
+                    };
+                    match stop_rx.recv_timeout(timeout) {
+                        // Asked again: a full burst, starting now.
+                        Ok(()) => {
+                            sender.send_logged(&cfg);
+                            left = cfg.garp_count.saturating_sub(1);
                         }
-                        sender.send_logged(&cfg);
+                        Err(RecvTimeoutError::Timeout) if left > 0 => {
+                            sender.send_logged(&cfg);
+                            left -= 1;
+                        }
+                        Err(RecvTimeoutError::Timeout) => {
+                            if cfg.garp_refresh.is_some() {
+                                sender.send_logged(&cfg);
+                                left = cfg.garp_count.saturating_sub(1);
+                            }
+                        }
+                        // Released. The socket closes here, off the runtime: closing a
+                        // packet socket waits for an RCU grace period (10-15 ms measured),
+                        // which must not delay start or stop.
+                        Err(RecvTimeoutError::Disconnected) => return,
                     }
                 }
-                // The socket closes here, off the runtime: closing a packet socket waits for
-                // an RCU grace period (10-15 ms measured), which must not delay start or stop.
             });
         match spawned {
             Ok(_) => {
+                held_insert(&self.id, self.token, stop_tx.clone());
                 if let Ok(mut a) = self.announcer.lock() {
                     *a = Some(stop_tx);
                 }
@@ -504,5 +567,31 @@ impl Resource for FloatingIp {
 impl Drop for FloatingIp {
     fn drop(&mut self) {
         self.stop_announcer();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn reannounce_reaches_held_announcers_only() {
+        let id = ResourceId::from("reannounce-unit-vip");
+        assert_eq!(reannounce(&id), 0, "nothing held yet");
+        let (tx, rx) = std::sync::mpsc::channel();
+        held_insert(&id, 7, tx);
+        assert_eq!(reannounce(&id), 1);
+        assert!(
+            rx.try_recv().is_ok(),
+            "the announcer thread was asked for a burst"
+        );
+        held_remove(&id, 7);
+        assert_eq!(reannounce(&id), 0, "released: no longer announced");
+        assert!(rx.try_recv().is_err());
+        // An announcer whose thread died is forgotten.
+        let (tx, rx) = std::sync::mpsc::channel::<()>();
+        held_insert(&id, 8, tx);
+        drop(rx);
+        assert_eq!(reannounce(&id), 0);
     }
 }

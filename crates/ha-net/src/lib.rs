@@ -25,6 +25,7 @@ pub mod error;
 pub mod floating_ip;
 pub mod media;
 pub mod ping;
+pub mod reannounce;
 pub mod runtime;
 pub mod session;
 pub mod wire;

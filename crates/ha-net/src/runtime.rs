@@ -10,7 +10,7 @@ use ha_core::message::{GroupState, Message};
 use ha_core::model::ClusterModel;
 use ha_core::node::{ActionId, Event, Node, NodeStatus, Output, ResourceAction};
 use ha_core::resource::{AgentOptions, Resource, agent_for, run_with_timeout};
-use ha_core::{NodeId, OcfCode, ResourceId, Timestamp};
+use ha_core::{GroupId, NodeId, OcfCode, ResourceId, Timestamp};
 use serde::Serialize;
 use tokio::sync::{broadcast, mpsc, oneshot, watch};
 use tokio::task::JoinHandle;
@@ -19,6 +19,7 @@ use crate::alarm::Alarm;
 use crate::auth::{Counters, Keyring};
 use crate::media::{Inbound, Media, RecvBatch};
 use crate::ping::{PingConfig, spawn_pinger};
+use crate::reannounce::Reannounce;
 use crate::session::{Session, SessionConfig};
 use crate::wire::ClusterId;
 use crate::{Error, Result};
@@ -211,6 +212,12 @@ impl NodeRuntime {
             fed: std::cell::Cell::new(Timestamp::ZERO),
             rx_batch: media_polled.then(|| Box::new(RecvBatch::default())),
             poll_every: model.timing.keepalive.max(Duration::from_millis(1)),
+            reannounce: Reannounce::new(),
+            group_members: model
+                .groups
+                .iter()
+                .map(|g| (g.id.clone(), g.resources.clone()))
+                .collect(),
             _keep: keep,
             _pinger: pinger,
         };
@@ -295,6 +302,10 @@ struct Driver {
     rx_batch: Option<Box<RecvBatch>>,
     /// Longest sleep while media are polled: frames must not wait longer than this.
     poll_every: Duration,
+    /// When to announce held floating IPs again (a peer may have taken them over briefly).
+    reannounce: Reannounce,
+    /// Resources of each group, for [`crate::floating_ip::reannounce`].
+    group_members: BTreeMap<GroupId, Vec<ResourceId>>,
     _keep: mpsc::Sender<Inbound>,
     _pinger: Option<crate::ping::Pinger>,
 }
@@ -423,6 +434,7 @@ impl Driver {
             media,
             session,
             node,
+            reannounce,
             rx_batch: Some(rx_batch),
             ..
         } = self
@@ -437,6 +449,7 @@ impl Driver {
             t = t.max(arrived.min(now));
             let _ = session.receive(t, link, frame);
             while let Some(d) = session.poll_delivered() {
+                reannounce.on_message(d.from, &d.message);
                 node.handle_message(t, d.from, d.link, d.message);
             }
         });
@@ -470,6 +483,7 @@ impl Driver {
             let mut progressed = false;
             while let Some(d) = self.session.poll_delivered() {
                 progressed = true;
+                self.reannounce.on_message(d.from, &d.message);
                 self.node.handle_message(now, d.from, d.link, d.message);
             }
             while let Some(out) = self.node.poll_output() {
@@ -486,6 +500,7 @@ impl Driver {
                         standby_done |= matches!(ev, Event::StandbyDone);
                         self.status_dirty = true;
                         log_event(self.node.id(), &ev);
+                        self.reannounce.on_event(&ev);
                         let _ = self.events.send(ev);
                     }
                 }
@@ -496,6 +511,12 @@ impl Driver {
         }
         while let Some((link, f)) = self.session.poll_transmit() {
             self.media.send(Some(link), &f);
+        }
+        while let Some(g) = self.reannounce.poll() {
+            for r in self.group_members.get(&g).into_iter().flatten() {
+                // Cheap: a channel send to the resource's announcer thread, if it has one.
+                crate::floating_ip::reannounce(r);
+            }
         }
         // The snapshot costs a walk over the whole node state: refresh it when the node
         // reported something, otherwise at most every STATUS_REFRESH (counters only move).

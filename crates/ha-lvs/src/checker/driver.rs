@@ -264,22 +264,24 @@ async fn run<S: TableSink>(
         keys.iter()
             .any(|(_, k)| k.spec.kind == super::CheckKind::TcpSyn)
     };
-    // Verdicts of tcp_syn probes, sent in batches without a task each.
-    let (syn_tx, mut syn_rx) = mpsc::unbounded_channel();
+    // tcp_syn probes go out in batches without a task each; their replies are read on the
+    // ticks (a polled prober: no reactor wake-up per reply).
     if uses_syn(&monitor.probes()) {
-        ctx.ensure_syn(Some(syn_tx.clone()));
+        ctx.ensure_syn_polled();
     }
     // tcp_syn probes in flight: their SYN's sequence number, and their deadlines.
     let mut syn_inflight: IdMap<ProbeId, u32> = IdMap::default();
     let mut syn_deadlines = SynDeadlines::default();
     let mut batch: Vec<(u64, std::net::SocketAddrV4)> = Vec::new();
+    let mut batch_timeouts: Vec<Duration> = Vec::new();
     let mut verdicts = Vec::new();
     for (id, key) in monitor.probes() {
         sched.insert(id, spread(id, key.spec.interval));
     }
     let mut running: JoinSet<(ProbeId, super::ProbeOutcome)> = JoinSet::new();
-    // Slot of each running probe's current start.
-    let mut inflight: IdMap<ProbeId, Duration> = IdMap::default();
+    // Slot of each running probe's current start, and its interval (saves a monitor lookup
+    // per finished probe: reloads remove dropped probes from here).
+    let mut inflight: IdMap<ProbeId, (Duration, Duration)> = IdMap::default();
     let sleep = tokio::time::sleep_until(epoch + Duration::from_secs(86400 * 365));
     tokio::pin!(sleep);
     let mut armed: Option<Duration> = None;
@@ -296,10 +298,11 @@ async fn run<S: TableSink>(
                 stats
                     .max_late_us
                     .fetch_max(late.as_micros() as u64, Relaxed);
-                inflight.insert(id, slot);
+                inflight.insert(id, (slot, key.spec.interval));
                 match (&key.spec.kind, key.target, ctx.syn()) {
                     (super::CheckKind::TcpSyn, std::net::SocketAddr::V4(t), Some(_)) => {
                         batch.push((id.0, t));
+                        batch_timeouts.push(key.spec.timeout);
                     }
                     _ => {
                         let ctx = ctx.clone();
@@ -309,15 +312,12 @@ async fn run<S: TableSink>(
             }
         }
         if let Some(syn) = ctx.syn().filter(|_| !batch.is_empty()).cloned() {
-            for (&(token, _), sent) in batch.iter().zip(syn.send_batch(&batch)) {
+            let sent = syn.send_batch(&batch);
+            for ((&(token, _), sent), &timeout) in batch.iter().zip(sent).zip(&batch_timeouts) {
                 let id = ProbeId(token);
                 match sent {
                     Ok(seq) => {
                         syn_inflight.insert(id, seq);
-                        let timeout = monitor
-                            .probe_key(id)
-                            .map(|k| k.spec.timeout)
-                            .unwrap_or_default();
                         syn_deadlines.insert(id, seq, now + timeout);
                     }
                     Err(e) => {
@@ -337,19 +337,28 @@ async fn run<S: TableSink>(
                 }
             }
             batch.clear();
-            // Replies already queued: settle them now, without a wake-up of the receive task.
-            syn.receive_now(&mut verdicts);
-            syn_settle(
-                &mut monitor,
-                &mut sink,
-                &mut sched,
-                &mut inflight,
-                &stats,
-                epoch,
-                &mut syn_inflight,
-                &mut verdicts,
-            );
+            batch_timeouts.clear();
         }
+        // Replies queued since the last tick, and those to the SYNs just sent (on loopback and
+        // fast links they are there when sendmmsg returns). Before the timeouts below, so a
+        // reply read now is never expired.
+        let syn_waiting = match ctx.syn() {
+            Some(syn) if syn.has_pending() => {
+                syn.receive_now(&mut verdicts);
+                syn_settle(
+                    &mut monitor,
+                    &mut sink,
+                    &mut sched,
+                    &mut inflight,
+                    &stats,
+                    epoch,
+                    &mut syn_inflight,
+                    &mut verdicts,
+                );
+                syn.has_pending()
+            }
+            _ => false,
+        };
         for (id, seq) in syn_deadlines.pop_due(epoch.elapsed()) {
             if syn_inflight.get(&id) == Some(&seq) {
                 syn_inflight.remove(&id);
@@ -374,14 +383,16 @@ async fn run<S: TableSink>(
             }
         }
         // Wake on the tick boundary at or after the next slot.
-        let wake = match (sched.next_due(), syn_deadlines.next_due()) {
-            (Some(a), Some(b)) => Some(a.min(b)),
-            (a, b) => a.or(b),
-        }
-        .map(|d| {
-            let t = TICK.as_nanos();
-            Duration::from_nanos((d.as_nanos().div_ceil(t) * t) as u64)
-        });
+        // While SYNs wait for replies, also the next tick: that is when they are read.
+        let poll = syn_waiting.then(|| epoch.elapsed() + Duration::from_nanos(1));
+        let wake = [sched.next_due(), syn_deadlines.next_due(), poll]
+            .into_iter()
+            .flatten()
+            .min()
+            .map(|d| {
+                let t = TICK.as_nanos();
+                Duration::from_nanos((d.as_nanos().div_ceil(t) * t) as u64)
+            });
         if wake != armed {
             if let Some(w) = wake {
                 sleep.as_mut().reset(epoch + w);
@@ -399,10 +410,6 @@ async fn run<S: TableSink>(
                     next = running.try_join_next();
                 }
             }
-            n = syn_rx.recv_many(&mut verdicts, 4096) => {
-                let _ = n;
-                syn_settle(&mut monitor, &mut sink, &mut sched, &mut inflight, &stats, epoch, &mut syn_inflight, &mut verdicts);
-            }
             _ = &mut sleep, if armed.is_some() => { armed = None; }
             msg = ctl.recv() => match msg {
                 Some(Control::Reload(cfg, reply)) => {
@@ -416,7 +423,7 @@ async fn run<S: TableSink>(
                         }
                     }
                     if uses_syn(&r.added) {
-                        ctx.ensure_syn(Some(syn_tx.clone()));
+                        ctx.ensure_syn_polled();
                     }
                     let now = epoch.elapsed();
                     for (id, key) in &r.added {
@@ -474,7 +481,7 @@ fn syn_settle<S: TableSink>(
     monitor: &mut Monitor,
     sink: &mut S,
     sched: &mut Schedule,
-    inflight: &mut IdMap<ProbeId, Duration>,
+    inflight: &mut IdMap<ProbeId, (Duration, Duration)>,
     stats: &CheckerStats,
     epoch: Instant,
     syn_inflight: &mut IdMap<ProbeId, u32>,
@@ -502,14 +509,14 @@ fn finish<S: TableSink>(
     monitor: &mut Monitor,
     sink: &mut S,
     sched: &mut Schedule,
-    inflight: &mut IdMap<ProbeId, Duration>,
+    inflight: &mut IdMap<ProbeId, (Duration, Duration)>,
     stats: &CheckerStats,
     epoch: Instant,
     id: ProbeId,
     outcome: super::ProbeOutcome,
 ) {
     use std::sync::atomic::Ordering::Relaxed;
-    let Some(slot) = inflight.remove(&id) else {
+    let Some((slot, interval)) = inflight.remove(&id) else {
         return;
     };
     stats.probes.fetch_add(1, Relaxed);
@@ -519,13 +526,11 @@ fn finish<S: TableSink>(
     let changes = monitor.on_result(id, outcome);
     stats.edits.fetch_add(changes.len() as u64, Relaxed);
     apply_logged(sink, &changes);
-    if let Some(key) = monitor.probe_key(id) {
-        // Next slot on the grid; slots that already passed while this run was going are
-        // skipped (never two runs of one probe at once), and counted.
-        let (next, skipped) = next_slot(slot, epoch.elapsed(), key.spec.interval);
-        stats.skipped.fetch_add(skipped, Relaxed);
-        sched.insert(id, next);
-    }
+    // Next slot on the grid; slots that already passed while this run was going are
+    // skipped (never two runs of one probe at once), and counted.
+    let (next, skipped) = next_slot(slot, epoch.elapsed(), interval);
+    stats.skipped.fetch_add(skipped, Relaxed);
+    sched.insert(id, next);
 }
 
 /// The next slot of a probe whose run of `slot` finished at `now`, and how many slots it

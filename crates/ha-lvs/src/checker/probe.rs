@@ -49,6 +49,18 @@ impl ProbeContext {
             Some(r) => SynProber::with_results(r),
             None => SynProber::new(),
         };
+        self.keep_syn(p);
+    }
+
+    /// Like [`ProbeContext::ensure_syn`], opening a [`SynProber::polled`] prober: the
+    /// caller reads its replies with [`SynProber::receive_now`].
+    pub fn ensure_syn_polled(&mut self) {
+        if self.syn.is_none() {
+            self.keep_syn(SynProber::polled());
+        }
+    }
+
+    fn keep_syn(&mut self, p: std::io::Result<SynProber>) {
         match p {
             Ok(p) => {
                 self.syn = Some(Arc::new(p));

@@ -38,26 +38,40 @@ pub type BatchResult = (u64, u32, Verdict);
 
 struct Inner {
     send: OwnedFd,
-    recv: OwnedFd,
+    /// One receive socket per local source address, bound to it, with its receive task.
+    recvs: Mutex<Vec<RecvSock>>,
     sport: u16,
     pending: Mutex<IdMap<u32, Pending>>,
     next_seq: AtomicU32,
     sources: Mutex<IdMap<Ipv4Addr, Ipv4Addr>>,
     results: Option<mpsc::UnboundedSender<BatchResult>>,
+    /// No receive tasks: the owner reads replies with [`SynProber::receive_now`].
+    polled: bool,
 }
 
 /// A shared sender/receiver of SYN probes. Dropping it stops its receive task.
 pub struct SynProber {
     inner: Arc<Inner>,
-    task: JoinHandle<()>,
     // Holds the source port so no other socket of this host gets it.
     _reserve: socket2::Socket,
 }
 
 impl Drop for SynProber {
     fn drop(&mut self) {
-        self.task.abort();
+        for r in lock(&self.inner.recvs).drain(..) {
+            if let Some(t) = r.task {
+                t.abort();
+            }
+        }
     }
+}
+
+/// A receive socket bound to one local address and the task that reads it (none when
+/// polled).
+struct RecvSock {
+    addr: Ipv4Addr,
+    fd: Arc<OwnedFd>,
+    task: Option<JoinHandle<()>>,
 }
 
 fn raw_socket(protocol: libc::c_int) -> io::Result<OwnedFd> {
@@ -110,16 +124,32 @@ impl SynProber {
     /// Open the raw sockets (needs CAP_NET_RAW) and start the receive task (call inside a tokio
     /// runtime).
     pub fn new() -> io::Result<SynProber> {
-        Self::open(None)
+        Self::open(None, false)
+    }
+
+    /// A prober without receive tasks: its receive sockets are never registered with the
+    /// reactor, so a queued reply costs the kernel no wake-up. The owner must call
+    /// [`SynProber::receive_now`] regularly (every few milliseconds) while
+    /// [`SynProber::has_pending`]; it settles [`SynProber::probe`] futures too.
+    pub fn polled() -> io::Result<SynProber> {
+        Self::open(None, true)
+    }
+
+    /// Whether any probe still waits for its reply.
+    pub fn has_pending(&self) -> bool {
+        !lock(&self.inner.pending).is_empty()
     }
 
     /// Like [`SynProber::new`], delivering the verdicts of [`SynProber::send_batch`] to
     /// `results`.
     pub fn with_results(results: mpsc::UnboundedSender<BatchResult>) -> io::Result<SynProber> {
-        Self::open(Some(results))
+        Self::open(Some(results), false)
     }
 
-    fn open(results: Option<mpsc::UnboundedSender<BatchResult>>) -> io::Result<SynProber> {
+    fn open(
+        results: Option<mpsc::UnboundedSender<BatchResult>>,
+        polled: bool,
+    ) -> io::Result<SynProber> {
         // Reserve a source port: a bound, never listening socket, so SYN-ACKs to it find no
         // socket (the kernel answers RST) and no local connect() picks the same port.
         let reserve = socket2::Socket::new(
@@ -136,8 +166,49 @@ impl SynProber {
         // IPPROTO_RAW implies IP_HDRINCL: we write the IP header (for the source address the
         // TCP checksum covers).
         let send = raw_socket(libc::IPPROTO_RAW)?;
+        let inner = Arc::new(Inner {
+            send,
+            recvs: Mutex::new(Vec::new()),
+            sport,
+            pending: Mutex::new(IdMap::default()),
+            next_seq: AtomicU32::new(rand_seed()),
+            sources: Mutex::new(IdMap::default()),
+            results,
+            polled,
+        });
+        Ok(SynProber {
+            inner,
+            _reserve: reserve,
+        })
+    }
+
+    /// Open the receive socket for replies to local address `addr` (if not open yet) and
+    /// start its task. Bound to `addr` so the kernel clones to it only TCP segments *to*
+    /// that address: not our own SYNs nor the kernel's RSTs (on loopback every segment of
+    /// the exchange is also an incoming one), nor other local traffic.
+    fn open_recv(&self, addr: Ipv4Addr) -> io::Result<()> {
+        let mut recvs = lock(&self.inner.recvs);
+        if recvs.iter().any(|r| r.addr == addr) {
+            return Ok(());
+        }
         let recv = raw_socket(libc::IPPROTO_TCP)?;
-        attach_port_filter(&recv, sport)?;
+        attach_port_filter(&recv, self.inner.sport)?;
+        let sin = sockaddr(SocketAddrV4::new(addr, 0));
+        // SAFETY: sin is a valid sockaddr_in for the call.
+        let r = unsafe {
+            libc::bind(
+                recv.as_raw_fd(),
+                (&sin as *const libc::sockaddr_in).cast(),
+                std::mem::size_of::<libc::sockaddr_in>() as libc::socklen_t,
+            )
+        };
+        if r < 0 {
+            let e = io::Error::last_os_error();
+            return Err(io::Error::new(
+                e.kind(),
+                format!("bind tcp_syn receive socket to {addr}: {e}"),
+            ));
+        }
         // Replies of a whole tick's SYNs arrive in a burst: room for thousands. FORCE works
         // as root and beyond rmem_max; fall back to the capped option otherwise.
         let sz: libc::c_int = 8 << 20;
@@ -156,26 +227,23 @@ impl SynProber {
                 break;
             }
         }
-        let inner = Arc::new(Inner {
-            send,
-            recv,
-            sport,
-            pending: Mutex::new(IdMap::default()),
-            next_seq: AtomicU32::new(rand_seed()),
-            sources: Mutex::new(IdMap::default()),
-            results,
-        });
-        // SAFETY: Inner owns the descriptor and RecvFd keeps Inner alive as long as the AsyncFd.
-        let fd = unsafe {
-            AsyncFd::register_with_interest(RecvFd(inner.clone()), tokio::io::Interest::READABLE)
-        }
-        .map_err(io::Error::from)?;
-        let task = tokio::spawn(receive(inner.clone(), fd));
-        Ok(SynProber {
-            inner,
-            task,
-            _reserve: reserve,
-        })
+        let fd = Arc::new(recv);
+        let task = if self.inner.polled {
+            None
+        } else {
+            let runtime = tokio::runtime::Handle::try_current().map_err(|e| {
+                io::Error::other(format!("tcp_syn prober needs a tokio runtime: {e}"))
+            })?;
+            let _guard = runtime.enter();
+            // SAFETY: RecvFd holds the descriptor open as long as the AsyncFd lives.
+            let afd = unsafe {
+                AsyncFd::register_with_interest(RecvFd(fd.clone()), tokio::io::Interest::READABLE)
+            }?;
+            // The task holds a weak reference: dropping the prober frees Inner.
+            Some(runtime.spawn(receive(Arc::downgrade(&self.inner), afd)))
+        };
+        recvs.push(RecvSock { addr, fd, task });
+        Ok(())
     }
 
     /// Send one SYN to `target` and wait for its verdict (bound the wait with a timeout: a
@@ -252,8 +320,14 @@ impl SynProber {
     /// [`SynProber::send_batch`] returns) and hand batch verdicts to `out` directly, saving
     /// the receive task's wake-up.
     pub fn receive_now(&self, out: &mut Vec<BatchResult>) {
-        if let Err(e) = drain(&self.inner, &mut |r| out.push(r)) {
-            tracing::warn!(%e, "tcp_syn receive");
+        let fds: Vec<_> = lock(&self.inner.recvs)
+            .iter()
+            .map(|r| r.fd.clone())
+            .collect();
+        for fd in fds {
+            if let Err(e) = drain(&self.inner, &fd, &mut |r| out.push(r)) {
+                tracing::warn!(%e, "tcp_syn receive");
+            }
         }
     }
 
@@ -320,6 +394,7 @@ impl SynProber {
             std::net::SocketAddr::V4(a) => *a.ip(),
             std::net::SocketAddr::V6(_) => return Err(io::Error::other("no IPv4 source address")),
         };
+        self.open_recv(src)?;
         lock(&self.inner.sources).insert(dst, src);
         Ok(src)
     }
@@ -360,12 +435,12 @@ fn rand_seed() -> u32 {
     h.finish() as u32
 }
 
-/// The receive socket, owned by [`Inner`], for registration with the reactor.
-struct RecvFd(Arc<Inner>);
+/// A receive socket, for registration with the reactor.
+struct RecvFd(Arc<OwnedFd>);
 
 impl AsRawFd for RecvFd {
     fn as_raw_fd(&self) -> std::os::fd::RawFd {
-        self.0.recv.as_raw_fd()
+        self.0.as_raw_fd()
     }
 }
 
@@ -376,7 +451,7 @@ const RECV_LEN: usize = 128;
 
 /// Read every queued reply (recvmmsg, [`RECV_BATCH`] at a time) and settle the probes they
 /// answer: futures directly, batch probes through `batch`. Returns when the socket is empty.
-fn drain(inner: &Inner, batch: &mut dyn FnMut(BatchResult)) -> io::Result<()> {
+fn drain(inner: &Inner, recv: &OwnedFd, batch: &mut dyn FnMut(BatchResult)) -> io::Result<()> {
     let mut bufs = [[0u8; RECV_LEN]; RECV_BATCH];
     loop {
         let mut iov: [libc::iovec; RECV_BATCH] = std::array::from_fn(|i| libc::iovec {
@@ -392,7 +467,7 @@ fn drain(inner: &Inner, batch: &mut dyn FnMut(BatchResult)) -> io::Result<()> {
         // SAFETY: every header points at a live iovec over a live buffer.
         let n = unsafe {
             libc::recvmmsg(
-                inner.recv.as_raw_fd(),
+                recv.as_raw_fd(),
                 msgs.as_mut_ptr(),
                 RECV_BATCH as libc::c_uint,
                 libc::MSG_DONTWAIT,
@@ -439,7 +514,7 @@ fn drain(inner: &Inner, batch: &mut dyn FnMut(BatchResult)) -> io::Result<()> {
     }
 }
 
-async fn receive(inner: Arc<Inner>, fd: AsyncFd<RecvFd>) {
+async fn receive(inner: std::sync::Weak<Inner>, fd: AsyncFd<RecvFd>) {
     loop {
         let mut guard = match fd.readable().await {
             Ok(g) => g,
@@ -448,7 +523,10 @@ async fn receive(inner: Arc<Inner>, fd: AsyncFd<RecvFd>) {
                 return;
             }
         };
-        let r = drain(&inner, &mut |res| {
+        let Some(inner) = inner.upgrade() else {
+            return;
+        };
+        let r = drain(&inner, &fd.get_ref().0, &mut |res| {
             if let Some(tx) = &inner.results {
                 let _ = tx.send(res);
             }
