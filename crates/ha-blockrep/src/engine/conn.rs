@@ -517,21 +517,8 @@ impl Engine {
                 digest,
             } => {
                 self.check_peer_write(offset, u64::from(len))?;
-                let (guard, waits) = self
-                    .inner
-                    .conflicts
-                    .register(offset, offset + u64::from(len));
-                let (eng, link) = (self.clone(), link.clone());
-                tokio::spawn(async move {
-                    waits.wait().await;
-                    if eng.inner.dead.load(Ordering::SeqCst) {
-                        return; // simulated crash: a dead node writes nothing more
-                    }
-                    let same = match eng.inner.dev.read(offset, len as usize).await {
-                        Ok(d) => super::resync::digest(&d) == digest,
-                        Err(_) => false,
-                    };
-                    drop(guard);
+                let link = link.clone();
+                self.spawn_digest_compare(offset, len, digest, move |eng, same| {
                     if same {
                         let (s, e) = Bitmap::bits_for_bytes(offset, u64::from(len));
                         eng.inner.bitmap().set_range(s, e, false);
@@ -585,22 +572,8 @@ impl Engine {
             } => {
                 crate::device::check_range(offset, u64::from(len), self.inner.size)
                     .map_err(|e| Error::Protocol(e.to_string()))?;
-                // Ordered after the writes received before it, like everything else.
-                let (guard, waits) = self
-                    .inner
-                    .conflicts
-                    .register(offset, offset + u64::from(len));
-                let (eng, link) = (self.clone(), link.clone());
-                tokio::spawn(async move {
-                    waits.wait().await;
-                    if eng.inner.dead.load(Ordering::SeqCst) {
-                        return; // simulated crash: a dead node writes nothing more
-                    }
-                    let equal = match eng.inner.dev.read(offset, len as usize).await {
-                        Ok(d) => super::resync::digest(&d) == digest,
-                        Err(_) => false,
-                    };
-                    drop(guard);
+                let link = link.clone();
+                self.spawn_digest_compare(offset, len, digest, move |_, equal| {
                     link.send(Packet::OvReply { offset, len, equal });
                 });
             }
@@ -644,6 +617,36 @@ impl Engine {
     /// Resync target: acknowledge a block only once it is durable, so the source never
     /// clears a bit for data a power cut could still take away. Acks are batched behind one
     /// flush at a time.
+    /// Compare the local block range with the peer's `digest` (checksum resync and online
+    /// verify), ordered after the writes received before the request like everything else, then
+    /// call `then` with the verdict once the range is released. A read error counts as "differs";
+    /// a (simulated) dead node does nothing.
+    fn spawn_digest_compare(
+        &self,
+        offset: u64,
+        len: u32,
+        digest: [u8; 32],
+        then: impl FnOnce(&Engine, bool) + Send + 'static,
+    ) {
+        let (guard, waits) = self
+            .inner
+            .conflicts
+            .register(offset, offset + u64::from(len));
+        let eng = self.clone();
+        tokio::spawn(async move {
+            waits.wait().await;
+            if eng.inner.dead.load(Ordering::SeqCst) {
+                return; // simulated crash: a dead node writes nothing more
+            }
+            let same = match eng.inner.dev.read(offset, len as usize).await {
+                Ok(d) => super::resync::digest(&d) == digest,
+                Err(_) => false,
+            };
+            drop(guard);
+            then(&eng, same);
+        });
+    }
+
     fn ack_resync_durably(&self, link: &Arc<Link>, offset: u64, len: u32) {
         link.rs_unflushed_push(offset, len);
         if !link.rs_flush_begin() {
