@@ -327,6 +327,10 @@ impl FloatingIp {
 
     /// Announce once now, then hand the open socket to a thread that sends the rest of the
     /// burst and the periodic refreshes until [`Self::stop_announcer`].
+    ///
+    /// The socket is open only during a burst: a packet socket receives a copy of every frame
+    /// on the interface (pnet opens it for all protocols), which a busy VIP holder must not pay
+    /// for between announcements.
     fn announce_and_spawn(&self) {
         let cfg = self.cfg.clone();
         let mut sender = match Announcer::open(&cfg) {
@@ -337,6 +341,7 @@ impl FloatingIp {
             }
         };
         sender.send_logged(&cfg);
+        let mut sender = Some(sender);
         let (stop_tx, stop_rx) = std::sync::mpsc::channel::<()>();
         let spawned = std::thread::Builder::new()
             .name("ha-garp".into())
@@ -347,6 +352,11 @@ impl FloatingIp {
                 // [`reannounce`] asks; a request during a burst restarts it.
                 let mut left = cfg.garp_count.saturating_sub(1);
                 loop {
+                    if left == 0 {
+                        // Burst over. Closing waits for an RCU grace period (10-15 ms
+                        // measured): fine here, off the runtime.
+                        sender = None;
+                    }
                     let timeout = if left > 0 {
                         cfg.garp_interval
                     } else {
@@ -355,24 +365,28 @@ impl FloatingIp {
                     };
                     match stop_rx.recv_timeout(timeout) {
                         // Asked again: a full burst, starting now.
-                        Ok(()) => {
-                            sender.send_logged(&cfg);
-                            left = cfg.garp_count.saturating_sub(1);
+                        Ok(()) => left = cfg.garp_count.saturating_sub(1),
+                        Err(RecvTimeoutError::Timeout) if left > 0 => left -= 1,
+                        // Refresh due: a full burst.
+                        Err(RecvTimeoutError::Timeout) if cfg.garp_refresh.is_some() => {
+                            left = cfg.garp_count.saturating_sub(1)
                         }
-                        Err(RecvTimeoutError::Timeout) if left > 0 => {
-                            sender.send_logged(&cfg);
-                            left -= 1;
-                        }
-                        Err(RecvTimeoutError::Timeout) => {
-                            if cfg.garp_refresh.is_some() {
-                                sender.send_logged(&cfg);
-                                left = cfg.garp_count.saturating_sub(1);
+                        Err(RecvTimeoutError::Timeout) => continue,
+                        // Released.
+                        Err(RecvTimeoutError::Disconnected) => return,
+                    }
+                    if sender.is_none() {
+                        match Announcer::open(&cfg) {
+                            Ok(s) => sender = Some(s),
+                            Err(e) => {
+                                tracing::warn!(ip = %cfg.ip, nic = %cfg.nic, error = %e,
+                                    "cannot announce the address");
+                                continue;
                             }
                         }
-                        // Released. The socket closes here, off the runtime: closing a
-                        // packet socket waits for an RCU grace period (10-15 ms measured),
-                        // which must not delay start or stop.
-                        Err(RecvTimeoutError::Disconnected) => return,
+                    }
+                    if let Some(s) = sender.as_mut() {
+                        s.send_logged(&cfg);
                     }
                 }
             });

@@ -252,6 +252,20 @@ fn floating_ip_add_announce_monitor_remove() {
             .ping("10.79.0.50", Duration::from_secs(1))
             .unwrap()
     );
+    // Between bursts no packet socket stays open (it would get a copy of every frame).
+    let packet_sockets = || {
+        let out = topo
+            .host(0)
+            .ns()
+            .exec_ok("cat", &["/proc/net/packet"])
+            .unwrap();
+        String::from_utf8_lossy(&out.stdout).lines().count() - 1
+    };
+    assert!(
+        wait(Duration::from_secs(2), || packet_sockets() == 0),
+        "{} packet socket(s) still open after the burst",
+        packet_sockets()
+    );
     // Someone removes the address behind our back: monitor notices.
     topo.host(0)
         .ns()

@@ -904,7 +904,9 @@ impl Node {
         if self.now < floor_end {
             consider(floor_end);
         }
-        let holding = self.groups.iter().any(|g| g.state.maybe_active());
+        // Leases only gate majority grants (`grants_ok`); elsewhere their expiry changes
+        // nothing, and waking for it would double an idle holder's wakeups.
+        let holding = self.majority_grants() && self.groups.iter().any(|g| g.state.maybe_active());
         for p in self.peers.values() {
             if holding {
                 if let Some(u) = p.lease_until.filter(|&u| u > self.now) {

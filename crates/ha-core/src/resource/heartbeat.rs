@@ -15,8 +15,9 @@
 //! A failed `stop` is double-checked with `status`: a script that refuses to stop a stopped
 //! resource still satisfies the idempotent-stop contract.
 
-use super::factory::{AgentOptions, check_path_component, find_in};
-use super::process::{self, Invocation, Outcome};
+use super::factory::AgentOptions;
+use super::process::Outcome;
+use super::script::Script;
 use super::{OpTimeouts, Resource};
 use crate::error::{Error, Result};
 use crate::ids::ResourceId;
@@ -30,11 +31,7 @@ use std::time::Duration;
 /// A heartbeat `resource.d` script.
 #[derive(Debug, Clone)]
 pub struct HeartbeatAgent {
-    id: ResourceId,
-    script: String,
-    args: Vec<String>,
-    dirs: Vec<PathBuf>,
-    env: Vec<(OsString, OsString)>,
+    script: Script,
     timeouts: OpTimeouts,
 }
 
@@ -48,7 +45,6 @@ impl HeartbeatAgent {
                 message: "not a heartbeat resource.d agent".into(),
             });
         };
-        check_path_component(spec, "heartbeat script name", script)?;
         if let Some(bad) = args.iter().find(|a| a.contains('\0')) {
             return Err(Error::Agent {
                 agent: spec.id.to_string(),
@@ -56,36 +52,21 @@ impl HeartbeatAgent {
             });
         }
         Ok(HeartbeatAgent {
-            id: spec.id.clone(),
-            script: script.clone(),
-            args: args.clone(),
-            dirs: opts.heartbeat_dirs.clone(),
-            env: opts.env_pairs(),
+            script: Script::new(
+                spec,
+                "heartbeat resource script",
+                script,
+                args.iter().map(OsString::from).collect(),
+                opts.heartbeat_dirs.clone(),
+                opts.env_pairs(),
+            )?,
             timeouts: OpTimeouts::from_spec(spec),
         })
     }
 
     /// Where the script is found now, if anywhere.
     pub fn script_path(&self) -> Option<PathBuf> {
-        find_in(&self.dirs, &self.script)
-    }
-
-    async fn invoke(&self, action: &str, timeout: Duration) -> Outcome {
-        let Some(program) = self.script_path() else {
-            tracing::warn!(resource = %self.id, script = %self.script, dirs = ?self.dirs,
-                "heartbeat resource script not found");
-            return Outcome::SpawnFailed(std::io::ErrorKind::NotFound.into());
-        };
-        let mut args: Vec<OsString> = self.args.iter().map(OsString::from).collect();
-        args.push(action.into());
-        process::run(&Invocation {
-            program,
-            args,
-            env: self.env.clone(),
-            timeout,
-            scrub_prefix: None,
-        })
-        .await
+        self.script.path()
     }
 
     async fn start_or_stop(&self, op: ResourceOp) -> OcfCode {
@@ -94,11 +75,11 @@ impl HeartbeatAgent {
         } else {
             "stop"
         };
-        let out = self.invoke(action, self.timeouts.for_op(op)).await;
+        let out = self.script.run(action, self.timeouts.for_op(op)).await;
         let code = match &out {
             Outcome::Exited { code: 0, .. } => OcfCode::Success,
             Outcome::Exited { code, stderr, .. } => {
-                tracing::warn!(resource = %self.id, action, code, stderr = %stderr.trim(),
+                tracing::warn!(resource = %self.script.id, action, code, stderr = %stderr.trim(),
                     "heartbeat script failed");
                 OcfCode::ErrGeneric
             }
@@ -133,7 +114,7 @@ pub(crate) fn status_code(exit: i32, output: &str) -> OcfCode {
 #[async_trait]
 impl Resource for HeartbeatAgent {
     fn id(&self) -> &ResourceId {
-        &self.id
+        &self.script.id
     }
 
     async fn start(&self) -> OcfCode {
@@ -145,7 +126,7 @@ impl Resource for HeartbeatAgent {
     }
 
     async fn monitor(&self) -> OcfCode {
-        match self.invoke("status", self.timeouts.monitor).await {
+        match self.script.run("status", self.timeouts.monitor).await {
             Outcome::Exited {
                 code,
                 stdout,

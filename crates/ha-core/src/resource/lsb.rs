@@ -7,25 +7,22 @@
 //! service failed rather than stopped cleanly. LSB requires `stop` of a stopped service to
 //! succeed; many scripts do not, so a failed stop is double-checked with `status`.
 
-use super::factory::{AgentOptions, check_path_component, find_in};
-use super::process::{self, Invocation, Outcome};
+use super::factory::AgentOptions;
+use super::process::Outcome;
+use super::script::Script;
 use super::{OpTimeouts, Resource};
 use crate::error::{Error, Result};
 use crate::ids::ResourceId;
 use crate::model::{AgentSpec, ResourceSpec};
 use crate::outcome::{OcfCode, ResourceOp};
 use async_trait::async_trait;
-use std::ffi::OsString;
 use std::path::PathBuf;
 use std::time::Duration;
 
 /// An LSB init script.
 #[derive(Debug, Clone)]
 pub struct LsbAgent {
-    id: ResourceId,
-    script: String,
-    dirs: Vec<PathBuf>,
-    env: Vec<(OsString, OsString)>,
+    script: Script,
     timeouts: OpTimeouts,
 }
 
@@ -48,35 +45,22 @@ impl LsbAgent {
                 message: "not an LSB agent".into(),
             });
         };
-        check_path_component(spec, "LSB script name", script)?;
         Ok(LsbAgent {
-            id: spec.id.clone(),
-            script: script.clone(),
-            dirs: opts.lsb_dirs.clone(),
-            env: opts.env_pairs(),
+            script: Script::new(
+                spec,
+                "LSB init script",
+                script,
+                Vec::new(),
+                opts.lsb_dirs.clone(),
+                opts.env_pairs(),
+            )?,
             timeouts: OpTimeouts::from_spec(spec),
         })
     }
 
     /// Where the script is found now, if anywhere.
     pub fn script_path(&self) -> Option<PathBuf> {
-        find_in(&self.dirs, &self.script)
-    }
-
-    async fn invoke(&self, action: &str, timeout: Duration) -> Outcome {
-        let Some(program) = self.script_path() else {
-            tracing::warn!(resource = %self.id, script = %self.script, dirs = ?self.dirs,
-                "LSB init script not found");
-            return Outcome::SpawnFailed(std::io::ErrorKind::NotFound.into());
-        };
-        process::run(&Invocation {
-            program,
-            args: vec![action.into()],
-            env: self.env.clone(),
-            timeout,
-            scrub_prefix: None,
-        })
-        .await
+        self.script.path()
     }
 
     async fn action(&self, op: ResourceOp) -> OcfCode {
@@ -85,11 +69,11 @@ impl LsbAgent {
             ResourceOp::Stop => "stop",
             ResourceOp::Monitor => "status",
         };
-        match self.invoke(action, self.timeouts.for_op(op)).await {
+        match self.script.run(action, self.timeouts.for_op(op)).await {
             Outcome::Exited { code, .. } if op == ResourceOp::Monitor => status_code(code),
             Outcome::Exited { code: 0, .. } => OcfCode::Success,
             Outcome::Exited { code, stderr, .. } => {
-                tracing::warn!(resource = %self.id, action, code, stderr = %stderr.trim(),
+                tracing::warn!(resource = %self.script.id, action, code, stderr = %stderr.trim(),
                     "LSB script failed");
                 OcfCode::from_exit_code(code)
             }
@@ -101,7 +85,7 @@ impl LsbAgent {
 #[async_trait]
 impl Resource for LsbAgent {
     fn id(&self) -> &ResourceId {
-        &self.id
+        &self.script.id
     }
 
     async fn start(&self) -> OcfCode {

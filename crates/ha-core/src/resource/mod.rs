@@ -53,6 +53,8 @@ mod ocf;
 #[cfg(feature = "agents")]
 mod process;
 #[cfg(feature = "agents")]
+mod script;
+#[cfg(feature = "agents")]
 mod timeout;
 
 pub use memory::{Journal, JournalEntry, MemoryResource};

@@ -1,10 +1,16 @@
-//! `ha-net-node`: one cluster node as a process (used by the namespace tests; also a minimal
-//! daemon). SIGTERM or SIGINT hands the groups over and exits; SIGKILL is a crash.
+//! `ha-net-node`: one cluster node as a process (the namespace tests and benchmarks use it; it
+//! is also a minimal daemon). SIGTERM or SIGINT hands the groups over and exits (heartbeat's
+//! standby on stop); SIGKILL is a crash.
 //!
 //! ```text
-//! ha-net-node --model MODEL.json --node ID [--log FILE] [--echo-port PORT] [--stop-timeout-ms MS]
-//!             [--realtime] [--status FILE]
+//! ha-net-node (--config CLUSTER.toml | --config MODEL.json | --heartbeat DIR) [--node ID|NAME]
+//!             [--log FILE] [--echo-port PORT] [--stop-timeout-ms MS] [--realtime] [--status FILE]
+//!             [--check]
 //! ```
+//! `--config` takes the TOML cluster file (`ha_core::config`) or a JSON `ClusterModel`;
+//! `--heartbeat DIR` imports DIR/ha.cf, DIR/haresources and DIR/authkeys (as in /etc/ha.d).
+//! `--node` defaults to this host's name (`uname -n`), as heartbeat picks its own `node` line.
+//! `--check` validates the configuration, prints the node it would run as and exits.
 //! `--echo-port` answers every UDP datagram on PORT with the node's name, so a client can tell
 //! which node answers for a floating address. `--status` rewrites FILE with the JSON status
 //! snapshot whenever it changes.
@@ -18,9 +24,18 @@ use ha_core::model::ClusterModel;
 use ha_net::runtime::{NodeRuntime, RuntimeConfig, raise_priority};
 use tokio::signal::unix::{SignalKind, signal};
 
+/// Where the cluster model comes from.
+enum Source {
+    /// TOML cluster file, or JSON when the name ends in `.json`.
+    Config(PathBuf),
+    /// A heartbeat configuration directory (ha.cf, haresources, authkeys).
+    Heartbeat(PathBuf),
+}
+
 struct Args {
-    model: PathBuf,
-    node: u16,
+    source: Option<Source>,
+    node: Option<String>,
+    check: bool,
     log: Option<PathBuf>,
     echo_port: Option<u16>,
     stop_timeout: Duration,
@@ -30,16 +45,18 @@ struct Args {
 
 fn usage(msg: &str) -> ! {
     eprintln!(
-        "ha-net-node: {msg}\nusage: ha-net-node --model MODEL.json --node ID [--log FILE] \
-         [--echo-port PORT] [--stop-timeout-ms MS] [--realtime] [--status FILE]"
+        "ha-net-node: {msg}\nusage: ha-net-node (--config CLUSTER.toml|MODEL.json | --heartbeat DIR) \
+         [--node ID|NAME] [--log FILE] [--echo-port PORT] [--stop-timeout-ms MS] [--realtime] \
+         [--status FILE] [--check]"
     );
     std::process::exit(2)
 }
 
 fn parse_args() -> Args {
     let mut a = Args {
-        model: PathBuf::new(),
-        node: 0,
+        source: None,
+        node: None,
+        check: false,
         log: None,
         echo_port: None,
         stop_timeout: Duration::from_secs(10),
@@ -53,8 +70,11 @@ fn parse_args() -> Args {
                 .unwrap_or_else(|| usage(&format!("{k} needs a value")))
         };
         match k.as_str() {
-            "--model" => a.model = PathBuf::from(val()),
-            "--node" => a.node = val().parse().unwrap_or_else(|_| usage("bad --node")),
+            // `--model` is the older name of `--config`.
+            "--config" | "--model" => a.source = Some(Source::Config(PathBuf::from(val()))),
+            "--heartbeat" => a.source = Some(Source::Heartbeat(PathBuf::from(val()))),
+            "--node" => a.node = Some(val()),
+            "--check" => a.check = true,
             "--log" => a.log = Some(PathBuf::from(val())),
             "--status" => a.status = Some(PathBuf::from(val())),
             "--echo-port" => {
@@ -71,8 +91,8 @@ fn parse_args() -> Args {
             _ => usage(&format!("unknown argument {k}")),
         }
     }
-    if a.model.as_os_str().is_empty() || a.node == 0 {
-        usage("--model and --node are required");
+    if a.source.is_none() {
+        usage("--config or --heartbeat is required");
     }
     a
 }
@@ -114,16 +134,21 @@ fn main() {
 }
 
 async fn run(args: Args) -> Result<(), Box<dyn std::error::Error>> {
-    let text = std::fs::read_to_string(&args.model)
-        .map_err(|e| format!("read {}: {e}", args.model.display()))?;
-    let model: ClusterModel =
-        serde_json::from_str(&text).map_err(|e| format!("parse {}: {e}", args.model.display()))?;
-    let model = Arc::new(model);
-    let me = NodeId(args.node);
+    let model = Arc::new(load_model(&args)?);
+    let me = pick_node(&model, args.node.as_deref())?;
     let name = model
         .node(me)
         .map(|n| n.name.clone())
         .ok_or_else(|| format!("node {me} is not in the model"))?;
+    if args.check {
+        println!(
+            "configuration OK: cluster `{}`, {} nodes, {} groups; this is node {me} ({name})",
+            model.name,
+            model.nodes.len(),
+            model.groups.len()
+        );
+        return Ok(());
+    }
     let mut cfg = RuntimeConfig::new(model, me);
     ha_net::floating_ip::register(&mut cfg.agents.registry);
     let node = NodeRuntime::start(cfg)?;
@@ -168,4 +193,49 @@ async fn run(args: Args) -> Result<(), Box<dyn std::error::Error>> {
     let handed = node.shutdown(args.stop_timeout).await?;
     tracing::info!(handed, "stopped");
     Ok(())
+}
+
+fn load_model(args: &Args) -> Result<ClusterModel, Box<dyn std::error::Error>> {
+    match &args.source {
+        Some(Source::Config(path)) if path.extension().is_some_and(|e| e == "json") => {
+            let text = std::fs::read_to_string(path)
+                .map_err(|e| format!("read {}: {e}", path.display()))?;
+            Ok(
+                serde_json::from_str(&text)
+                    .map_err(|e| format!("parse {}: {e}", path.display()))?,
+            )
+        }
+        // ha-core's errors already name file:line and the field.
+        Some(Source::Config(path)) => Ok(ha_core::config::load_file(path)?),
+        Some(Source::Heartbeat(dir)) => Ok(ha_core::config::import_heartbeat(
+            &dir.join("ha.cf"),
+            &dir.join("haresources"),
+            &dir.join("authkeys"),
+        )?),
+        None => Err("no configuration given".into()),
+    }
+}
+
+/// The node to run as: a wire id, a node name, or (by default) this host's name.
+fn pick_node(model: &ClusterModel, wanted: Option<&str>) -> Result<NodeId, String> {
+    let wanted = match wanted {
+        Some(w) => w.to_string(),
+        None => nix::unistd::gethostname()
+            .map_err(|e| format!("no --node given and the host name is unreadable: {e}"))?
+            .to_string_lossy()
+            .into_owned(),
+    };
+    if let Some(n) = model.nodes.iter().find(|n| n.name == wanted) {
+        return Ok(n.id);
+    }
+    if let Ok(id) = wanted.parse::<u16>()
+        && model.node(NodeId(id)).is_some()
+    {
+        return Ok(NodeId(id));
+    }
+    let names: Vec<&str> = model.nodes.iter().map(|n| n.name.as_str()).collect();
+    Err(format!(
+        "node `{wanted}` is not in the cluster (nodes: {}); pass --node NAME",
+        names.join(", ")
+    ))
 }
