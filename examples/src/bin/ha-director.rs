@@ -1,0 +1,291 @@
+//! `ha-director`: one node of an LVS director pair, the seeds' heartbeat + ldirectord setup as
+//! one process. The cluster file (TOML) names the group that moves between the directors: the
+//! virtual IP (`IPaddr`) and an `ldirectord` resource whose `config` parameter points at an
+//! ldirectord.cf. Where the group runs, the IPVS services of that file are installed through
+//! generic netlink and the health checker pulls failed real servers out (quiescent or removed)
+//! and puts the fallback server in when all are down; on stop they are removed again.
+//!
+//! ```text
+//! ha-director --cluster director.toml [--node NAME] [--check]
+//! ```
+//! `--check` validates both files and prints the IPVS table the group would install
+//! (`ipvsadm -S -n` format), without touching the kernel. Needs root and the ip_vs module to run.
+
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use anyhow::{Context, bail};
+use async_trait::async_trait;
+use clap::Parser;
+use ha_core::model::{AgentSpec, ClusterModel, ResourceSpec};
+use ha_core::resource::{Resource, ResourceRegistry};
+use ha_core::{NodeId, OcfCode, ResourceId};
+use ha_lvs::agent::DirectorResource;
+use ha_lvs::checker::Monitor;
+use ha_lvs::checker::driver::Checker;
+use ha_lvs::ipvsadm::{SaveOptions, write_rules};
+use ha_lvs::ldirectord::{LdirectordConfig, parse_ldirectord, watch_and_reload};
+use ha_lvs::netlink::IpvsClient;
+use ha_net::runtime::{NodeRuntime, RuntimeConfig};
+use tokio::task::JoinHandle;
+
+/// The built-in resource kind this binary adds.
+const KIND: &str = "ldirectord";
+
+#[derive(Parser, Debug)]
+#[command(
+    name = "ha-director",
+    about = "LVS director node: VIP + IPVS table + health checks"
+)]
+struct Args {
+    /// The cluster file (TOML).
+    #[arg(long)]
+    cluster: PathBuf,
+    /// This node's name or id (default: the host name).
+    #[arg(long)]
+    node: Option<String>,
+    /// Validate the configuration, print the IPVS table, exit.
+    #[arg(long)]
+    check: bool,
+}
+
+/// The ldirectord.cf of a resource spec (`params.config`), relative to the cluster file.
+fn config_path(spec: &ResourceSpec, base: &Path) -> anyhow::Result<PathBuf> {
+    let p = spec.params.get("config").with_context(|| {
+        format!(
+            "resource `{}` ({KIND}) needs params.config = \"path/to/ldirectord.cf\"",
+            spec.id
+        )
+    })?;
+    Ok(base.join(p))
+}
+
+fn load_cf(path: &Path) -> anyhow::Result<LdirectordConfig> {
+    let text = std::fs::read_to_string(path).with_context(|| format!("read {}", path.display()))?;
+    // The parser's errors carry file:line.
+    Ok(parse_ldirectord(&text, &path.display().to_string())?)
+}
+
+/// A running checker and its autoreload watcher.
+struct Running {
+    checker: Arc<Checker>,
+    watcher: Option<JoinHandle<()>>,
+}
+
+/// ldirectord as a cluster resource: start installs the services and starts checking, stop
+/// stops checking and removes the services, monitor checks both.
+struct Ldirectord {
+    id: ResourceId,
+    path: PathBuf,
+    running: Mutex<Option<Running>>,
+}
+
+impl Ldirectord {
+    fn director(&self) -> anyhow::Result<DirectorResource> {
+        let cf = load_cf(&self.path)?;
+        Ok(DirectorResource::new(
+            self.id.clone(),
+            Monitor::new(cf.monitor).desired_table(),
+        ))
+    }
+
+    fn take(&self) -> Option<Running> {
+        self.running.lock().ok().and_then(|mut r| r.take())
+    }
+
+    fn is_running(&self) -> bool {
+        self.running
+            .lock()
+            .map(|r| {
+                r.as_ref()
+                    .is_some_and(|r| !r.watcher.as_ref().is_some_and(|w| w.is_finished()))
+            })
+            .unwrap_or(false)
+    }
+
+    async fn start_checker(&self) -> anyhow::Result<()> {
+        let cf = load_cf(&self.path)?;
+        for w in &cf.warnings {
+            tracing::warn!(resource = %self.id, "{w}");
+        }
+        let client = IpvsClient::connect()?;
+        // Installs the services in their desired state, then checks.
+        let checker = Arc::new(Checker::spawn(Monitor::new(cf.monitor), client)?);
+        let watcher = cf.autoreload.then(|| {
+            let (c, path) = (checker.clone(), self.path.clone());
+            tokio::spawn(async move { watch_and_reload(path, &c, Duration::from_secs(1)).await })
+        });
+        if let Ok(mut r) = self.running.lock() {
+            *r = Some(Running { checker, watcher });
+        }
+        Ok(())
+    }
+}
+
+#[async_trait]
+impl Resource for Ldirectord {
+    fn id(&self) -> &ResourceId {
+        &self.id
+    }
+
+    async fn start(&self) -> OcfCode {
+        if self.is_running() {
+            return OcfCode::Success;
+        }
+        match self.start_checker().await {
+            Ok(()) => OcfCode::Success,
+            Err(e) => {
+                tracing::error!(resource = %self.id, error = %format!("{e:#}"), "start failed");
+                OcfCode::ErrGeneric
+            }
+        }
+    }
+
+    async fn stop(&self) -> OcfCode {
+        if let Some(r) = self.take() {
+            if let Some(w) = r.watcher {
+                w.abort();
+                let _ = w.await;
+            }
+            match Arc::try_unwrap(r.checker) {
+                Ok(c) => {
+                    if let Err(e) = c.stop().await {
+                        tracing::warn!(resource = %self.id, %e, "checker stopped with an error");
+                    }
+                }
+                Err(_) => tracing::warn!(resource = %self.id, "checker still shared; left running"),
+            }
+        }
+        match self.director() {
+            Ok(d) => d.stop().await,
+            Err(e) => {
+                tracing::error!(resource = %self.id, error = %format!("{e:#}"), "stop failed");
+                OcfCode::ErrGeneric
+            }
+        }
+    }
+
+    async fn monitor(&self) -> OcfCode {
+        let installed = match self.director() {
+            Ok(d) => d.monitor().await,
+            Err(_) => OcfCode::ErrConfigured,
+        };
+        match (installed, self.is_running()) {
+            (OcfCode::Success, true) => OcfCode::Success,
+            (OcfCode::NotRunning, false) => OcfCode::NotRunning,
+            (OcfCode::Success, false) => {
+                tracing::warn!(resource = %self.id, "services installed but nobody checks them");
+                OcfCode::ErrGeneric
+            }
+            (code, _) => code,
+        }
+    }
+
+    fn timeout(&self, op: ha_core::outcome::ResourceOp) -> Duration {
+        let _ = op;
+        Duration::from_secs(20)
+    }
+}
+
+fn register(registry: &mut ResourceRegistry, base: PathBuf) {
+    registry.register(KIND, move |spec: &ResourceSpec| {
+        let path = config_path(spec, &base).map_err(|e| ha_core::Error::Agent {
+            agent: spec.id.to_string(),
+            message: format!("{e:#}"),
+        })?;
+        Ok(Box::new(Ldirectord {
+            id: spec.id.clone(),
+            path,
+            running: Mutex::new(None),
+        }) as Box<dyn Resource>)
+    });
+}
+
+fn pick_node(model: &ClusterModel, wanted: Option<&str>) -> anyhow::Result<NodeId> {
+    let wanted = match wanted {
+        Some(w) => w.to_string(),
+        None => nix::unistd::gethostname()?.to_string_lossy().into_owned(),
+    };
+    model
+        .nodes
+        .iter()
+        .find(|n| n.name == wanted || wanted.parse() == Ok(n.id.0))
+        .map(|n| n.id)
+        .with_context(|| format!("node `{wanted}` is not in the cluster; pass --node NAME"))
+}
+
+/// The `ldirectord` resources of the model and their configuration files.
+fn director_resources(
+    model: &ClusterModel,
+    base: &Path,
+) -> anyhow::Result<Vec<(ResourceId, PathBuf)>> {
+    let mut out = Vec::new();
+    for spec in model.resources.values() {
+        if matches!(&spec.agent, AgentSpec::Builtin { kind } if kind == KIND) {
+            out.push((spec.id.clone(), config_path(spec, base)?));
+        }
+    }
+    if out.is_empty() {
+        bail!(
+            "the cluster has no resource of kind `{KIND}` (class = \"builtin\", kind = \"{KIND}\")"
+        );
+    }
+    Ok(out)
+}
+
+fn main() -> anyhow::Result<()> {
+    let args = Args::parse();
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    let model = ha_core::config::load_file(&args.cluster)?;
+    let base = args
+        .cluster
+        .parent()
+        .map(Path::to_path_buf)
+        .unwrap_or_default();
+    let me = pick_node(&model, args.node.as_deref())?;
+    let directors = director_resources(&model, &base)?;
+    if args.check {
+        for (id, path) in &directors {
+            let cf = load_cf(path)?;
+            let table = Monitor::new(cf.monitor).desired_table();
+            println!(
+                "# resource {id}: {} ({} services)",
+                path.display(),
+                table.len()
+            );
+            print!("{}", write_rules(&table, SaveOptions::default()));
+            for w in &cf.warnings {
+                println!("# warning: {w}");
+            }
+        }
+        println!(
+            "configuration OK: cluster `{}`, this is node {me}",
+            model.name
+        );
+        return Ok(());
+    }
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    rt.block_on(async move {
+        let mut cfg = RuntimeConfig::new(Arc::new(model), me);
+        ha_net::floating_ip::register(&mut cfg.agents.registry);
+        register(&mut cfg.agents.registry, base);
+        let node = NodeRuntime::start(cfg)?;
+        let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
+        tokio::select! {
+            _ = term.recv() => {}
+            _ = tokio::signal::ctrl_c() => {}
+        }
+        tracing::info!("stop requested: handing the director group to the peer");
+        node.shutdown(Duration::from_secs(30)).await?;
+        Ok(())
+    })
+}
