@@ -211,3 +211,93 @@ fn ipvs_client_against_real_kernel() {
         "checker_up_weight=Some(5)\nchecker_down_weight=Some(0)\n"
     );
 }
+
+/// Director = the VM itself; a client and two real servers in network namespaces, each on its
+/// own veth pair. Real servers route back through the director (NAT needs the replies).
+const NAT_SCRIPT: &str = r#"
+set -e
+M=/bin/ha-lvs-vmcheck
+mkdir -p /out
+ip link set lo up
+sysctl -qw net.ipv4.ip_forward=1
+ip netns add cl
+ip link add vcl type veth peer name eth0 netns cl
+ip addr add 10.50.0.1/24 dev vcl; ip link set vcl up
+ip -n cl addr add 10.50.0.2/24 dev eth0; ip -n cl link set eth0 up; ip -n cl link set lo up
+for i in 1 2; do
+  ip netns add rs$i
+  ip link add vrs$i type veth peer name eth0 netns rs$i
+  ip addr add 10.6$i.0.1/24 dev vrs$i; ip link set vrs$i up
+  ip -n rs$i addr add 10.6$i.0.2/24 dev eth0; ip -n rs$i link set eth0 up; ip -n rs$i link set lo up
+  ip -n rs$i route add default via 10.6$i.0.1
+  mkdir -p /www$i; echo "server$i" > /www$i/index.html
+  ip netns exec rs$i busybox httpd -p 80 -h /www$i
+done
+$M apply /nat_rules > /out/apply
+: > /out/answers
+for n in 1 2 3 4 5 6 7 8 9 10; do
+  printf 'GET /index.html HTTP/1.0\r\n\r\n' | ip netns exec cl busybox nc -w 5 10.50.0.1 80 | tail -n 1 >> /out/answers
+done
+# The kernel folds its per-CPU counters into the totals every 2 s (estimator): wait for it.
+for i in $(seq 1 40); do
+  ipvsadm -L -n --stats --exact | grep -Eq '^TCP +10.50.0.1:80 +10 ' && break
+  sleep 0.25
+done
+ipvsadm -L -n --stats > /out/ipvsadm_stats
+$M list stats > /out/our_stats
+ipvsadm -L -n --stats --exact > /out/ipvsadm_stats_exact
+"#;
+
+const NAT_RULES: &str = "\
+-A -t 10.50.0.1:80 -s rr
+-a -t 10.50.0.1:80 -r 10.61.0.2:80 -m -w 1
+-a -t 10.50.0.1:80 -r 10.62.0.2:80 -m -w 1
+";
+
+#[test]
+fn nat_service_spreads_client_connections_round_robin() {
+    if !testkit::privileged("nat_service_spreads_client_connections_round_robin") {
+        return;
+    }
+    let Some(image) =
+        testkit::vm::image_or_skip("nat_service_spreads_client_connections_round_robin")
+    else {
+        return;
+    };
+    let out = testkit::vm::Vm::builder()
+        .image(image)
+        .modules(["veth", "ip_vs", "ip_vs_rr"])
+        .binary(env!("CARGO_BIN_EXE_ha-lvs-vmcheck"), "/bin/ha-lvs-vmcheck")
+        .file_bytes("/nat_rules", NAT_RULES.as_bytes().to_vec(), 0o644)
+        .command(NAT_SCRIPT)
+        .timeout(Duration::from_secs(120))
+        .run()
+        .unwrap();
+    assert_eq!(
+        out.exit_code, 0,
+        "stdout:\n{}\nstderr:\n{}",
+        out.stdout, out.stderr
+    );
+    assert_eq!(file(&out, "apply").trim(), "changes=3");
+    let answers = file(&out, "answers");
+    let count = |s: &str| answers.lines().filter(|l| *l == s).count();
+    assert_eq!(
+        (count("server1"), count("server2")),
+        (5, 5),
+        "rr over two real servers through the VIP:\n{answers}"
+    );
+    // Our statistics listing equals ipvsadm's, and the counters saw the 10 connections.
+    let theirs = file(&out, "ipvsadm_stats");
+    assert_eq!(file(&out, "our_stats"), theirs);
+    let exact = file(&out, "ipvsadm_stats_exact");
+    let conns: Vec<u64> = exact
+        .lines()
+        .filter(|l| l.trim_start().starts_with("->") || l.starts_with("TCP"))
+        .filter_map(|l| l.split_whitespace().nth(2)?.parse().ok())
+        .collect();
+    assert_eq!(
+        conns,
+        vec![10, 5, 5],
+        "service and per-server connections:\n{exact}"
+    );
+}
