@@ -20,7 +20,7 @@ pub const KERNEL_ABI: &str = "6.1.0-56";
 /// Kernel flavour of the Debian package.
 pub const KERNEL_FLAVOUR: &str = "cloud-amd64";
 /// Bump when the image contents change, so caches are rebuilt.
-pub const RECIPE_VERSION: u32 = 4;
+pub const RECIPE_VERSION: u32 = 6;
 /// Overrides where the image cache lives (a directory holding the `<release>-r<recipe>` dirs).
 pub const IMAGE_DIR_ENV: &str = "HA_TOOLKIT_VM_IMAGE_DIR";
 
