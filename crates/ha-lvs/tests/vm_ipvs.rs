@@ -116,23 +116,7 @@ fn ipvs_client_against_real_kernel() {
     };
     let out = testkit::vm::Vm::builder()
         .image(image)
-        .modules([
-            "ip_vs",
-            "ip_vs_rr",
-            "ip_vs_wrr",
-            "ip_vs_lc",
-            "ip_vs_wlc",
-            "ip_vs_fo",
-            "ip_vs_ovf",
-            "ip_vs_lblc",
-            "ip_vs_lblcr",
-            "ip_vs_dh",
-            "ip_vs_sh",
-            "ip_vs_sed",
-            "ip_vs_nq",
-            "ip_vs_mh",
-            "ip_vs_pe_sip",
-        ])
+        .modules(testkit::vm::image::IPVS_MODULES.iter().copied())
         .binary(env!("CARGO_BIN_EXE_ha-lvs-vmcheck"), "/bin/ha-lvs-vmcheck")
         .file_bytes("/rules", RULES.as_bytes().to_vec(), 0o644)
         .command(SCRIPT)

@@ -11,7 +11,7 @@ use std::path::{Path, PathBuf};
 use std::time::Instant;
 
 use super::recipe::build_into;
-pub use super::recipe::{MODULES, TOOLS};
+pub use super::recipe::{IPVS_MODULES, MODULES, TOOLS};
 use crate::{Error, Result, cmd};
 
 /// The pinned Debian kernel ABI (the ONE place to change it). Its `-cloud-amd64` flavour

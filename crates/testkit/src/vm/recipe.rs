@@ -11,9 +11,9 @@ use super::image::{RECIPE_VERSION, kernel_package, kernel_release};
 use super::init::INIT;
 use crate::{Error, Result, cmd};
 
-/// Modules (with their dependencies) shipped in the image; load them with
-/// [`super::VmBuilder::modules`] or `modprobe` in the guest.
-pub const MODULES: &[&str] = &[
+/// IPVS with every scheduler and the SIP persistence engine (load them all with
+/// `Vm::builder().modules(IPVS_MODULES.iter().copied())`).
+pub const IPVS_MODULES: &[&str] = &[
     "ip_vs",
     "ip_vs_rr",
     "ip_vs_wrr",
@@ -28,8 +28,13 @@ pub const MODULES: &[&str] = &[
     "ip_vs_sed",
     "ip_vs_nq",
     "ip_vs_mh",
-    "ip_vs_ftp",
     "ip_vs_pe_sip",
+];
+
+/// Modules (with their dependencies) shipped in the image besides [`IPVS_MODULES`]; load them
+/// with [`super::VmBuilder::modules`] or `modprobe` in the guest.
+pub const MODULES: &[&str] = &[
+    "ip_vs_ftp",
     "nf_conntrack",
     "nbd",
     "drbd",
@@ -320,7 +325,7 @@ pub(super) fn build_into(root: &Path, tmp: &Path) -> Result<()> {
     // Kernel modules and their dependencies.
     let kmods = kroot.join("lib/modules").join(&krel);
     let mut module_files = BTreeSet::new();
-    for m in MODULES {
+    for m in IPVS_MODULES.iter().chain(MODULES) {
         let out = cmd::run(
             "modprobe",
             &[
@@ -501,7 +506,7 @@ pub(super) fn build_into(root: &Path, tmp: &Path) -> Result<()> {
         "kernel package: {}\nkernel deb: {}\nrecipe: {RECIPE_VERSION}\nmodules: {}\ntools: {}\n",
         kernel_package(),
         deb.display(),
-        MODULES.join(" "),
+        [IPVS_MODULES, MODULES].concat().join(" "),
         TOOLS.join(" "),
     );
     io_ctx(fs::write(tmp.join("manifest.txt"), manifest), || {
