@@ -1,7 +1,7 @@
 //! Benchmarks of the checker and the IPVS client.
 //!
 //! ```text
-//! ha-lvs-bench checker ENDPOINTS INTERVAL_MS SECONDS [connect|tcp_syn]
+//! ha-lvs-bench checker ENDPOINTS INTERVAL_MS SECONDS [connect|tcp_syn] [own|host]
 //!                                                      CPU of ENDPOINTS TCP probes on loopback
 //! ha-lvs-bench ipvs SERVICES DESTS                     time to build/read/diff a table (needs ip_vs)
 //! ha-lvs-bench rules SERVICES DESTS                    the same table as ipvsadm rules
@@ -11,6 +11,11 @@
 //! `checker` runs the listeners in a child process so the figure is the checker's own CPU
 //! (utime + stime of this process from /proc/self/stat). Endpoint i is a listener of its own
 //! on 127.20.(i / 100).1 port 20000 + i % 100. It prints one `CHECKER key=value ...` line.
+//!
+//! By default (`own`, as root) the checker and its listeners run in a network namespace of
+//! their own, made with unshare(2) before any thread starts: a loopback of their own, no
+//! other traffic or sockets of the host in the way, nothing left behind (the namespace goes
+//! with the two processes, also when they are killed). `host` runs in the caller's namespace.
 
 use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;
@@ -95,7 +100,58 @@ fn serve(count: usize) -> Result<(), Error> {
     })
 }
 
-fn checker(endpoints: usize, interval_ms: u64, seconds: u64, kind: &str) -> Result<(), Error> {
+/// Move this (still single-threaded) process into a new network namespace and bring its
+/// loopback up; threads and children started later inherit it.
+fn own_netns() -> Result<(), Error> {
+    // SAFETY: unshare has no memory effects; called before any other thread exists.
+    if unsafe { libc::unshare(libc::CLONE_NEWNET) } != 0 {
+        return Err(Error::io(
+            "unshare(CLONE_NEWNET) (needs CAP_SYS_ADMIN; pass `host` to stay in this namespace)",
+            std::io::Error::last_os_error(),
+        ));
+    }
+    let sock = std::net::UdpSocket::bind("0.0.0.0:0").map_err(|e| Error::io("socket", e))?;
+    // SAFETY: an all-zero ifreq is valid; the name is NUL-terminated by the zeroing.
+    let mut req: libc::ifreq = unsafe { std::mem::zeroed() };
+    for (d, s) in req.ifr_name.iter_mut().zip(b"lo") {
+        *d = *s as libc::c_char;
+    }
+    use std::os::fd::AsRawFd;
+    // SAFETY: req is a valid ifreq for both calls; the flags member is the one they use.
+    unsafe {
+        if libc::ioctl(sock.as_raw_fd(), libc::SIOCGIFFLAGS, &mut req) != 0 {
+            return Err(Error::io(
+                "get flags of lo",
+                std::io::Error::last_os_error(),
+            ));
+        }
+        req.ifr_ifru.ifru_flags |= libc::IFF_UP as libc::c_short;
+        if libc::ioctl(sock.as_raw_fd(), libc::SIOCSIFFLAGS, &req) != 0 {
+            return Err(Error::io("set lo up", std::io::Error::last_os_error()));
+        }
+    }
+    Ok(())
+}
+
+fn checker(
+    endpoints: usize,
+    interval_ms: u64,
+    seconds: u64,
+    kind: &str,
+    netns: &str,
+) -> Result<(), Error> {
+    let netns = match netns {
+        "own" => {
+            own_netns()?;
+            "own"
+        }
+        "host" => "host",
+        n => {
+            return Err(Error::invalid(format!(
+                "unknown namespace choice {n} (own, host)"
+            )));
+        }
+    };
     let kind = match kind {
         "connect" => CheckKind::Connect,
         "tcp_syn" => CheckKind::TcpSyn,
@@ -180,7 +236,7 @@ fn checker(endpoints: usize, interval_ms: u64, seconds: u64, kind: &str) -> Resu
             let (user, sys) = (c1.0 - c0.0, c1.1 - c0.1);
             let cpu = user + sys;
             println!(
-                "CHECKER kind={kind_name} endpoints={probes} interval_ms={interval_ms} wall_s={wall:.2} expected={:.0} done={} failed={} on_time={} late={} skipped={} missed={} max_late_ms={max_late_ms:.1} tolerance_ms={} user_s={user:.2} sys_s={sys:.2} cpu_pct={:.1} us_per_probe={:.1}",
+                "CHECKER kind={kind_name} netns={netns} endpoints={probes} interval_ms={interval_ms} wall_s={wall:.2} expected={:.0} done={} failed={} on_time={} late={} skipped={} missed={} max_late_ms={max_late_ms:.1} tolerance_ms={} user_s={user:.2} sys_s={sys:.2} cpu_pct={:.1} us_per_probe={:.1}",
                 probes as f64 * wall * 1000.0 / interval_ms as f64,
                 d[0],
                 d[1],
@@ -268,6 +324,7 @@ fn main() -> ExitCode {
             arg(&args, 2, 1000),
             arg(&args, 3, 10),
             args.get(4).map(String::as_str).unwrap_or("connect"),
+            args.get(5).map(String::as_str).unwrap_or("own"),
         ),
         Some("ipvs") => ipvs(arg(&args, 1, 1000), arg(&args, 2, 5)),
         Some("rules") => {
@@ -281,7 +338,7 @@ fn main() -> ExitCode {
             Ok(())
         }
         _ => Err(Error::invalid(
-            "usage: ha-lvs-bench checker [ENDPOINTS INTERVAL_MS SECONDS [connect|tcp_syn]] | ipvs [SERVICES DESTS]",
+            "usage: ha-lvs-bench checker [ENDPOINTS INTERVAL_MS SECONDS [connect|tcp_syn [own|host]]] | ipvs [SERVICES DESTS]",
         )),
     };
     match r {

@@ -2,12 +2,14 @@
 //! fixed grid per probe (first slot + k x interval), woken in batches on [`TICK`]s; a probe
 //! whose previous run is still going skips the slot (counted in [`CheckerStats::skipped`]).
 //! `tcp_syn` probes need no task at all: a tick's SYNs go out in one `sendmmsg`, replies come
-//! back by sequence number, timeouts expire from tick buckets. Every other probe runs as a
+//! back by sequence number (which carries the probe's slot in a dense table: no per-probe
+//! hash lookup), timeouts expire from calendar buckets. Every other probe runs as a
 //! lightweight task in a `JoinSet`. Results go back into the monitor and its edits to a
 //! [`TableSink`] (the kernel through [`IpvsClient`], or a [`MemoryTable`] in tests).
 
 use super::idhash::IdMap;
 use std::hash::{Hash, Hasher};
+use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -162,6 +164,42 @@ pub struct CheckerStats {
     pub max_late_us: std::sync::atomic::AtomicU64,
 }
 
+/// Counters of one driver iteration, added to [`CheckerStats`] once at its end: a locked
+/// read-modify-write per probe and counter would also stall the overlapping cache misses of
+/// the probe loop.
+#[derive(Default)]
+struct Counts {
+    probes: u64,
+    failures: u64,
+    edits: u64,
+    on_time: u64,
+    late: u64,
+    skipped: u64,
+    max_late_us: u64,
+}
+
+impl Counts {
+    fn flush(&mut self, stats: &CheckerStats) {
+        use std::sync::atomic::Ordering::Relaxed;
+        let c = std::mem::take(self);
+        for (n, a) in [
+            (c.probes, &stats.probes),
+            (c.failures, &stats.failures),
+            (c.edits, &stats.edits),
+            (c.on_time, &stats.on_time),
+            (c.late, &stats.late),
+            (c.skipped, &stats.skipped),
+        ] {
+            if n > 0 {
+                a.fetch_add(n, Relaxed);
+            }
+        }
+        if c.max_late_us > 0 {
+            stats.max_late_us.fetch_max(c.max_late_us, Relaxed);
+        }
+    }
+}
+
 /// How late after its slot a probe may start and still count as on time: a tenth of the
 /// interval, at most 100 ms.
 pub fn on_time_tolerance(interval: Duration) -> Duration {
@@ -169,8 +207,16 @@ pub fn on_time_tolerance(interval: Duration) -> Duration {
 }
 
 /// Due probes are started in batches on ticks of this length: thousands of probes per second
-/// cost a few hundred wake-ups, not one each.
-pub const TICK: Duration = Duration::from_millis(5);
+/// cost a hundred wake-ups, not one each (each wake-up costs a timer reset, an `epoll_wait`
+/// and a `sendmmsg`). Well inside the 100 ms on-time tolerance of 1 s intervals; probes with
+/// short intervals shorten the tick ([`tick_for`]).
+pub const TICK: Duration = Duration::from_millis(10);
+
+/// The tick for a probe with `interval`: at most a quarter of its on-time tolerance, between
+/// 1 ms and [`TICK`].
+pub fn tick_for(interval: Duration) -> Duration {
+    (on_time_tolerance(interval) / 4).clamp(Duration::from_millis(1), TICK)
+}
 
 enum Control {
     Reload(MonitorConfig, tokio::sync::oneshot::Sender<usize>),
@@ -250,15 +296,153 @@ impl Checker {
     }
 }
 
+/// Per-probe state of the driver, in a dense table (see [`Probes`]).
+struct Entry {
+    id: ProbeId,
+    interval: Duration,
+    timeout: Duration,
+    /// (source, target) of a `tcp_syn` probe sent in batches; `None`: run as a task.
+    syn: Option<(Ipv4Addr, SocketAddrV4)>,
+    /// Grid slot of the run in progress.
+    running: Option<Duration>,
+    /// Sequence number of the SYN in flight (meaningful while `running`).
+    seq: u32,
+}
+
+/// A slot of the table: its entry, and counters that outlive it so a reused slot never
+/// takes a stale schedule entry or SYN reply for its own.
+#[derive(Default)]
+struct Slot {
+    entry: Option<Entry>,
+    /// Bumped when the slot is freed; tags its schedule entries and task results.
+    generation: u32,
+    /// SYNs sent from this slot, the nonce part of their sequence numbers.
+    sends: u32,
+}
+
+/// The driver's probes, indexed by a dense slot number that travels in schedule entries,
+/// task results and (for `tcp_syn`) the SYN's sequence number, so the per-probe path does no
+/// hash lookup: at 10,000 probes per second each one is a likely cache miss.
+#[derive(Default)]
+struct Probes {
+    slots: Vec<Slot>,
+    free: Vec<u32>,
+    by_id: IdMap<ProbeId, u32>,
+    /// XORed into sequence numbers so they are not guessable from the slot layout.
+    seq_key: u32,
+    /// `tcp_syn` probes in flight.
+    syn_inflight: usize,
+}
+
+/// Bits of a sequence number that carry the slot; the rest carry the slot's send count.
+const SLOT_BITS: u32 = 20;
+const SLOT_MASK: u32 = (1 << SLOT_BITS) - 1;
+
+impl Probes {
+    fn add(&mut self, id: ProbeId, key: &super::ProbeKey, ctx: &ProbeContext) -> (u32, u32) {
+        let slot = match self.free.pop() {
+            Some(s) => s,
+            None => {
+                self.slots.push(Slot::default());
+                (self.slots.len() - 1) as u32
+            }
+        };
+        // Batched SYNs for IPv4 tcp_syn probes whose slot fits the sequence number; others
+        // (and a prober that failed to open) run as tasks, which report the problem.
+        let syn = match (&key.spec.kind, key.target, ctx.syn()) {
+            (super::CheckKind::TcpSyn, SocketAddr::V4(t), Some(p)) if slot <= SLOT_MASK => {
+                match p.source_for(*t.ip()) {
+                    Ok(src) => Some((src, t)),
+                    Err(e) => {
+                        tracing::warn!(target = %t, %e, "tcp_syn: no source address, probing from a task");
+                        None
+                    }
+                }
+            }
+            _ => None,
+        };
+        let s = &mut self.slots[slot as usize];
+        s.entry = Some(Entry {
+            id,
+            interval: key.spec.interval,
+            timeout: key.spec.timeout,
+            syn,
+            running: None,
+            seq: 0,
+        });
+        self.by_id.insert(id, slot);
+        (slot, s.generation)
+    }
+
+    fn remove(&mut self, id: ProbeId) {
+        let Some(slot) = self.by_id.remove(&id) else {
+            return;
+        };
+        let s = &mut self.slots[slot as usize];
+        if let Some(e) = s.entry.take()
+            && e.syn.is_some()
+            && e.running.is_some()
+        {
+            self.syn_inflight -= 1;
+        }
+        s.generation = s.generation.wrapping_add(1);
+        self.free.push(slot);
+    }
+
+    /// The live entry of `slot` if `generation` is current.
+    fn get(&mut self, slot: u32, generation: u32) -> Option<&mut Entry> {
+        let s = self.slots.get_mut(slot as usize)?;
+        if s.generation != generation {
+            return None;
+        }
+        s.entry.as_mut()
+    }
+
+    /// Whether `slot` holds a live entry of `generation`.
+    fn is_current(&self, slot: u32, generation: u32) -> bool {
+        self.slots
+            .get(slot as usize)
+            .is_some_and(|s| s.generation == generation && s.entry.is_some())
+    }
+
+    /// A fresh sequence number for the SYN of `slot`.
+    fn next_seq(&mut self, slot: u32) -> u32 {
+        let s = &mut self.slots[slot as usize];
+        s.sends = s.sends.wrapping_add(1);
+        (slot | (s.sends << SLOT_BITS)) ^ self.seq_key
+    }
+
+    /// The probe a SYN reply answers, if it answers the SYN in flight of that probe.
+    fn syn_reply(&self, r: &super::synprobe::Reply) -> Option<(u32, u32)> {
+        let slot = (r.seq ^ self.seq_key) & SLOT_MASK;
+        let s = self.slots.get(slot as usize)?;
+        let e = s.entry.as_ref()?;
+        let matches =
+            e.running.is_some() && e.seq == r.seq && e.syn.is_some_and(|(_, t)| t == r.from);
+        matches.then_some((slot, s.generation))
+    }
+}
+
+/// Where the results of a driver iteration go: everything [`finish`] needs.
+struct Ctx<'a, S> {
+    monitor: &'a mut Monitor,
+    sink: &'a mut S,
+    sched: &'a mut Schedule,
+    probes: &'a mut Probes,
+    counts: &'a mut Counts,
+    epoch: Instant,
+}
+
 async fn run<S: TableSink>(
     mut monitor: Monitor,
     mut sink: S,
     mut ctl: mpsc::UnboundedReceiver<Control>,
     stats: Arc<CheckerStats>,
 ) -> Result<()> {
-    use std::sync::atomic::Ordering::Relaxed;
     let epoch = Instant::now();
     let mut sched = Schedule::new();
+    // Deadlines of SYNs in flight, tagged with their sequence number.
+    let mut syn_deadlines = Schedule::new();
     let mut ctx = ProbeContext::default();
     let uses_syn = |keys: &[(ProbeId, super::ProbeKey)]| {
         keys.iter()
@@ -266,120 +450,149 @@ async fn run<S: TableSink>(
     };
     // tcp_syn probes go out in batches without a task each; their replies are read on the
     // ticks (a polled prober: no reactor wake-up per reply).
-    if uses_syn(&monitor.probes()) {
+    let initial = monitor.probes();
+    if uses_syn(&initial) {
         ctx.ensure_syn_polled();
     }
-    // tcp_syn probes in flight: their SYN's sequence number, and their deadlines.
-    let mut syn_inflight: IdMap<ProbeId, u32> = IdMap::default();
-    let mut syn_deadlines = SynDeadlines::default();
-    let mut batch: Vec<(u64, std::net::SocketAddrV4)> = Vec::new();
-    let mut batch_timeouts: Vec<Duration> = Vec::new();
-    let mut verdicts = Vec::new();
-    for (id, key) in monitor.probes() {
-        sched.insert(id, spread(id, key.spec.interval));
+    let mut probes = Probes {
+        seq_key: super::synprobe::random_u32(),
+        ..Probes::default()
+    };
+    // The tick of the shortest interval seen (never lengthened again: harmless).
+    let mut tick = TICK;
+    for (id, key) in &initial {
+        tick = tick.min(tick_for(key.spec.interval));
+        let (slot, generation) = probes.add(*id, key, &ctx);
+        sched.insert(slot, generation, spread(*id, key.spec.interval));
     }
-    let mut running: JoinSet<(ProbeId, super::ProbeOutcome)> = JoinSet::new();
-    // Slot of each running probe's current start, and its interval (saves a monitor lookup
-    // per finished probe: reloads remove dropped probes from here).
-    let mut inflight: IdMap<ProbeId, (Duration, Duration)> = IdMap::default();
+    drop(initial);
+    // Buffers reused across iterations.
+    let mut due = Vec::new();
+    let mut batch: Vec<(Ipv4Addr, SocketAddrV4, u32)> = Vec::new();
+    let mut batch_slots: Vec<(u32, u32)> = Vec::new();
+    let mut replies = Vec::new();
+    let mut verdicts = Vec::new();
+    let mut running: JoinSet<(u32, u32, super::ProbeOutcome)> = JoinSet::new();
     let sleep = tokio::time::sleep_until(epoch + Duration::from_secs(86400 * 365));
     tokio::pin!(sleep);
     let mut armed: Option<Duration> = None;
+    let mut counts = Counts::default();
     loop {
         let now = epoch.elapsed();
-        for (id, slot) in sched.pop_due_at(now) {
-            if let Some(key) = monitor.probe_key(id).cloned() {
-                let late = now.saturating_sub(slot);
-                if late <= on_time_tolerance(key.spec.interval) {
-                    stats.on_time.fetch_add(1, Relaxed);
-                } else {
-                    stats.late.fetch_add(1, Relaxed);
-                }
-                stats
-                    .max_late_us
-                    .fetch_max(late.as_micros() as u64, Relaxed);
-                inflight.insert(id, (slot, key.spec.interval));
-                match (&key.spec.kind, key.target, ctx.syn()) {
-                    (super::CheckKind::TcpSyn, std::net::SocketAddr::V4(t), Some(_)) => {
-                        batch.push((id.0, t));
-                        batch_timeouts.push(key.spec.timeout);
+        let mut c = Ctx {
+            monitor: &mut monitor,
+            sink: &mut sink,
+            sched: &mut sched,
+            probes: &mut probes,
+            counts: &mut counts,
+            epoch,
+        };
+        c.sched.pop_due(now, &mut due);
+        // Touch every due entry first: independent loads whose cache misses overlap, where
+        // the loop below would wait for them one at a time.
+        let live = due
+            .iter()
+            .filter(|d| c.probes.is_current(d.slot, d.tag))
+            .count();
+        batch.reserve(live);
+        for d in due.drain(..) {
+            let Some(e) = c.probes.get(d.slot, d.tag) else {
+                continue; // removed by a reload
+            };
+            let late = now.saturating_sub(d.at);
+            if late <= on_time_tolerance(e.interval) {
+                c.counts.on_time += 1;
+            } else {
+                c.counts.late += 1;
+            }
+            c.counts.max_late_us = c.counts.max_late_us.max(late.as_micros() as u64);
+            e.running = Some(d.at);
+            match e.syn {
+                Some((src, target)) => {
+                    let timeout = e.timeout;
+                    let seq = c.probes.next_seq(d.slot);
+                    if let Some(e) = c.probes.get(d.slot, d.tag) {
+                        e.seq = seq;
                     }
-                    _ => {
+                    c.probes.syn_inflight += 1;
+                    batch.push((src, target, seq));
+                    batch_slots.push((d.slot, d.tag));
+                    syn_deadlines.insert(d.slot, seq, now + timeout);
+                }
+                None => {
+                    let id = e.id;
+                    if let Some(key) = c.monitor.probe_key(id).cloned() {
                         let ctx = ctx.clone();
-                        running.spawn(async move { (id, run_probe_in(&key, &ctx).await) });
+                        let (slot, generation) = (d.slot, d.tag);
+                        running.spawn(
+                            async move { (slot, generation, run_probe_in(&key, &ctx).await) },
+                        );
                     }
                 }
             }
         }
-        if let Some(syn) = ctx.syn().filter(|_| !batch.is_empty()).cloned() {
-            let sent = syn.send_batch(&batch);
-            for ((&(token, _), sent), &timeout) in batch.iter().zip(sent).zip(&batch_timeouts) {
-                let id = ProbeId(token);
-                match sent {
-                    Ok(seq) => {
-                        syn_inflight.insert(id, seq);
-                        syn_deadlines.insert(id, seq, now + timeout);
-                    }
-                    Err(e) => {
-                        let target = monitor.probe_key(id).map(|k| k.target);
-                        let why = format!("send SYN to {target:?}: {e}");
+        if let Some(syn) = ctx.syn().filter(|_| !batch.is_empty()) {
+            if let Err(e) = syn.send_untracked(&batch) {
+                let why = format!("send SYN: {e}");
+                for &(slot, generation) in &batch_slots {
+                    if c.probes.get(slot, generation).is_some() {
+                        c.probes.syn_inflight -= 1;
                         finish(
-                            &mut monitor,
-                            &mut sink,
-                            &mut sched,
-                            &mut inflight,
-                            &stats,
-                            epoch,
-                            id,
-                            super::ProbeOutcome::Down(why),
+                            &mut c,
+                            slot,
+                            generation,
+                            super::ProbeOutcome::Down(why.clone()),
                         );
                     }
                 }
             }
             batch.clear();
-            batch_timeouts.clear();
+            batch_slots.clear();
         }
         // Replies queued since the last tick, and those to the SYNs just sent (on loopback and
         // fast links they are there when sendmmsg returns). Before the timeouts below, so a
         // reply read now is never expired.
         let syn_waiting = match ctx.syn() {
-            Some(syn) if syn.has_pending() => {
-                syn.receive_now(&mut verdicts);
-                syn_settle(
-                    &mut monitor,
-                    &mut sink,
-                    &mut sched,
-                    &mut inflight,
-                    &stats,
-                    epoch,
-                    &mut syn_inflight,
-                    &mut verdicts,
-                );
-                syn.has_pending()
+            Some(syn) if c.probes.syn_inflight > 0 || syn.has_pending() => {
+                syn.receive_untracked(&mut replies, &mut verdicts);
+                let ids = replies
+                    .iter()
+                    .filter_map(|r| c.probes.syn_reply(r))
+                    .filter_map(|(slot, _)| c.probes.slots[slot as usize].entry.as_ref())
+                    .map(|e| e.id);
+                c.monitor.warm(ids);
+                for r in replies.drain(..) {
+                    let Some((slot, generation)) = c.probes.syn_reply(&r) else {
+                        continue; // late (after the timeout), stale or forged
+                    };
+                    c.probes.syn_inflight -= 1;
+                    let outcome = match r.verdict {
+                        super::syn::Verdict::Open => super::ProbeOutcome::Up,
+                        super::syn::Verdict::Closed => super::ProbeOutcome::Down(
+                            "connection refused (RST in reply to SYN)".into(),
+                        ),
+                    };
+                    finish(&mut c, slot, generation, outcome);
+                }
+                // The driver sends no tracked batches; SYN futures settle themselves.
+                verdicts.clear();
+                c.probes.syn_inflight > 0 || syn.has_pending()
             }
             _ => false,
         };
-        for (id, seq) in syn_deadlines.pop_due(epoch.elapsed()) {
-            if syn_inflight.get(&id) == Some(&seq) {
-                syn_inflight.remove(&id);
-                if let Some(syn) = ctx.syn() {
-                    syn.forget(seq);
-                }
-                let t = monitor
-                    .probe_key(id)
-                    .map(|k| k.spec.timeout)
-                    .unwrap_or_default();
+        syn_deadlines.pop_due(epoch.elapsed(), &mut due);
+        for d in due.drain(..) {
+            let s = &c.probes.slots[d.slot as usize];
+            let generation = s.generation;
+            let timed_out = s
+                .entry
+                .as_ref()
+                .filter(|e| e.running.is_some() && e.seq == d.tag)
+                .map(|e| e.timeout);
+            if let Some(t) = timed_out {
+                c.probes.syn_inflight -= 1;
                 let why = format!("no answer to SYN within {} ms", t.as_millis());
-                finish(
-                    &mut monitor,
-                    &mut sink,
-                    &mut sched,
-                    &mut inflight,
-                    &stats,
-                    epoch,
-                    id,
-                    super::ProbeOutcome::Down(why),
-                );
+                finish(&mut c, d.slot, generation, super::ProbeOutcome::Down(why));
             }
         }
         // Wake on the tick boundary at or after the next slot.
@@ -390,7 +603,7 @@ async fn run<S: TableSink>(
             .flatten()
             .min()
             .map(|d| {
-                let t = TICK.as_nanos();
+                let t = tick.as_nanos();
                 Duration::from_nanos((d.as_nanos().div_ceil(t) * t) as u64)
             });
         if wake != armed {
@@ -399,13 +612,22 @@ async fn run<S: TableSink>(
             }
             armed = wake;
         }
+        counts.flush(&stats);
         tokio::select! {
             Some(done) = running.join_next(), if !running.is_empty() => {
+                let mut c = Ctx {
+                    monitor: &mut monitor,
+                    sink: &mut sink,
+                    sched: &mut sched,
+                    probes: &mut probes,
+                    counts: &mut counts,
+                    epoch,
+                };
                 let mut next = Some(done);
                 // Take every finished probe in one go.
                 while let Some(done) = next.take() {
-                    if let Ok((id, outcome)) = done {
-                        finish(&mut monitor, &mut sink, &mut sched, &mut inflight, &stats, epoch, id, outcome);
+                    if let Ok((slot, generation, outcome)) = done {
+                        finish(&mut c, slot, generation, outcome);
                     }
                     next = running.try_join_next();
                 }
@@ -415,19 +637,19 @@ async fn run<S: TableSink>(
                 Some(Control::Reload(cfg, reply)) => {
                     let r = monitor.reconfigure(cfg);
                     apply_logged(&mut sink, &r.changes);
+                    // Removed probes leave the table: their schedule entries, task results
+                    // and SYN replies no longer match anything.
                     for id in &r.removed {
-                        sched.remove(*id);
-                        inflight.remove(id);
-                        if let (Some(seq), Some(syn)) = (syn_inflight.remove(id), ctx.syn()) {
-                            syn.forget(seq);
-                        }
+                        probes.remove(*id);
                     }
                     if uses_syn(&r.added) {
                         ctx.ensure_syn_polled();
                     }
                     let now = epoch.elapsed();
                     for (id, key) in &r.added {
-                        sched.insert(*id, now + spread(*id, key.spec.interval));
+                        tick = tick.min(tick_for(key.spec.interval));
+                        let (slot, generation) = probes.add(*id, key, &ctx);
+                        sched.insert(slot, generation, now + spread(*id, key.spec.interval));
                     }
                     let _ = reply.send(r.changes.len());
                 }
@@ -435,102 +657,39 @@ async fn run<S: TableSink>(
             },
         }
     }
+    counts.flush(&stats);
     running.abort_all();
     Ok(())
 }
 
-/// Timeouts of tcp_syn probes in flight, bucketed by [`TICK`]: cheap to add, and nothing to
-/// do when a probe is answered (its entry is skipped at expiry since its sequence number no
-/// longer matches the one in flight).
-#[derive(Default)]
-struct SynDeadlines {
-    buckets: std::collections::BTreeMap<u64, Vec<(ProbeId, u32)>>,
-}
-
-impl SynDeadlines {
-    fn tick(at: Duration) -> u64 {
-        at.as_nanos().div_ceil(TICK.as_nanos()) as u64
-    }
-
-    fn insert(&mut self, id: ProbeId, seq: u32, at: Duration) {
-        self.buckets
-            .entry(Self::tick(at))
-            .or_default()
-            .push((id, seq));
-    }
-
-    fn next_due(&self) -> Option<Duration> {
-        let t = *self.buckets.keys().next()?;
-        Some(Duration::from_nanos(
-            t.saturating_mul(TICK.as_nanos() as u64),
-        ))
-    }
-
-    fn pop_due(&mut self, now: Duration) -> Vec<(ProbeId, u32)> {
-        let keep = self
-            .buckets
-            .split_off(&(now.as_nanos() as u64 / TICK.as_nanos() as u64 + 1));
-        let due = std::mem::replace(&mut self.buckets, keep);
-        due.into_values().flatten().collect()
-    }
-}
-
-/// Settle tcp_syn probes from their verdicts (drains `verdicts`).
-#[allow(clippy::too_many_arguments)]
-fn syn_settle<S: TableSink>(
-    monitor: &mut Monitor,
-    sink: &mut S,
-    sched: &mut Schedule,
-    inflight: &mut IdMap<ProbeId, (Duration, Duration)>,
-    stats: &CheckerStats,
-    epoch: Instant,
-    syn_inflight: &mut IdMap<ProbeId, u32>,
-    verdicts: &mut Vec<super::synprobe::BatchResult>,
-) {
-    for (token, seq, verdict) in verdicts.drain(..) {
-        let id = ProbeId(token);
-        if syn_inflight.get(&id) != Some(&seq) {
-            continue; // a reply after the probe timed out
-        }
-        syn_inflight.remove(&id);
-        let outcome = match verdict {
-            super::syn::Verdict::Open => super::ProbeOutcome::Up,
-            super::syn::Verdict::Closed => {
-                super::ProbeOutcome::Down("connection refused (RST in reply to SYN)".into())
-            }
-        };
-        finish(monitor, sink, sched, inflight, stats, epoch, id, outcome);
-    }
-}
-
-/// A probe finished: feed the monitor, apply its edits, schedule the next slot.
-#[allow(clippy::too_many_arguments)]
+/// A probe run finished: feed the monitor, apply its edits, schedule the next slot.
 fn finish<S: TableSink>(
-    monitor: &mut Monitor,
-    sink: &mut S,
-    sched: &mut Schedule,
-    inflight: &mut IdMap<ProbeId, (Duration, Duration)>,
-    stats: &CheckerStats,
-    epoch: Instant,
-    id: ProbeId,
+    c: &mut Ctx<'_, S>,
+    slot: u32,
+    generation: u32,
     outcome: super::ProbeOutcome,
 ) {
-    use std::sync::atomic::Ordering::Relaxed;
-    let Some((slot, interval)) = inflight.remove(&id) else {
+    let Some(e) = c.probes.get(slot, generation) else {
+        return; // removed by a reload while running
+    };
+    let Some(started) = e.running.take() else {
         return;
     };
-    stats.probes.fetch_add(1, Relaxed);
+    let (id, interval) = (e.id, e.interval);
+    c.counts.probes += 1;
     if matches!(outcome, super::ProbeOutcome::Down(_)) {
-        stats.failures.fetch_add(1, Relaxed);
+        c.counts.failures += 1;
     }
-    let changes = monitor.on_result(id, outcome);
-    stats.edits.fetch_add(changes.len() as u64, Relaxed);
-    apply_logged(sink, &changes);
+    let changes = c.monitor.on_result(id, outcome);
+    if !changes.is_empty() {
+        c.counts.edits += changes.len() as u64;
+        apply_logged(c.sink, &changes);
+    }
     // Next slot on the grid; slots that already passed while this run was going are
     // skipped (never two runs of one probe at once), and counted.
-    let (next, skipped) = next_slot(slot, epoch.elapsed(), interval);
-    stats.skipped.fetch_add(skipped, Relaxed);
-    sched.insert(id, next);
+    let (next, skipped) = next_slot(started, c.epoch.elapsed(), interval);
+    c.counts.skipped += skipped;
+    c.sched.insert(slot, generation, next);
 }
 
 /// The next slot of a probe whose run of `slot` finished at `now`, and how many slots it
@@ -552,6 +711,94 @@ fn next_slot(slot: Duration, now: Duration, interval: Duration) -> (Duration, u6
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::checker::syn::Verdict;
+    use crate::checker::synprobe::Reply;
+
+    /// A table with one running tcp_syn probe per target, sent with seq from `next_seq`.
+    fn table(targets: &[&str]) -> (Probes, Vec<(u32, u32, Reply)>) {
+        let mut p = Probes {
+            seq_key: 0x5a5a_1234,
+            ..Probes::default()
+        };
+        let mut sent = Vec::new();
+        for (i, t) in targets.iter().enumerate() {
+            let target: SocketAddrV4 = t.parse().unwrap();
+            let (slot, generation) = p.add(
+                ProbeId(i as u64 + 1),
+                &crate::checker::ProbeKey {
+                    target: SocketAddr::V4(target),
+                    spec: crate::checker::CheckSpec::new(crate::checker::CheckKind::Connect),
+                },
+                &ProbeContext::default(),
+            );
+            let seq = p.next_seq(slot);
+            let e = p.get(slot, generation).unwrap();
+            e.syn = Some((Ipv4Addr::LOCALHOST, target));
+            e.running = Some(Duration::ZERO);
+            e.seq = seq;
+            p.syn_inflight += 1;
+            let reply = Reply {
+                from: target,
+                seq,
+                verdict: Verdict::Open,
+            };
+            sent.push((slot, generation, reply));
+        }
+        (p, sent)
+    }
+
+    #[test]
+    fn syn_replies_find_their_probe_by_sequence_number_only_while_current() {
+        let (mut p, sent) = table(&["10.0.0.1:80", "10.0.0.2:81", "10.0.0.3:82"]);
+        for (slot, generation, r) in &sent {
+            assert_eq!(p.syn_reply(r), Some((*slot, *generation)));
+        }
+        let (slot, generation, r) = sent[1];
+        // From another address or port: not ours.
+        let mut forged = r;
+        forged.from = "10.0.0.2:80".parse().unwrap();
+        assert_eq!(p.syn_reply(&forged), None);
+        // Another sequence number: not ours.
+        forged = r;
+        forged.seq ^= 1 << 25;
+        assert_eq!(p.syn_reply(&forged), None);
+        // Finished (not running): a duplicate reply is ignored.
+        p.get(slot, generation).unwrap().running = None;
+        p.syn_inflight -= 1;
+        assert_eq!(p.syn_reply(&r), None);
+        // Next run: the old reply no longer matches the new SYN.
+        let seq = p.next_seq(slot);
+        let e = p.get(slot, generation).unwrap();
+        e.running = Some(Duration::ZERO);
+        e.seq = seq;
+        p.syn_inflight += 1;
+        assert_ne!(seq, r.seq);
+        assert_eq!(p.syn_reply(&r), None);
+        // Removed and the slot reused by another probe: old generation and replies are stale.
+        let (s0, g0, r0) = sent[0];
+        p.remove(ProbeId(1));
+        assert_eq!(p.syn_inflight, 2);
+        assert!(!p.is_current(s0, g0));
+        let (s, g) = p.add(
+            ProbeId(9),
+            &crate::checker::ProbeKey {
+                target: SocketAddr::V4(r0.from),
+                spec: crate::checker::CheckSpec::new(crate::checker::CheckKind::Connect),
+            },
+            &ProbeContext::default(),
+        );
+        assert_eq!(s, s0);
+        assert_ne!(g, g0);
+        assert!(p.get(s0, g0).is_none());
+        let seq = p.next_seq(s);
+        let e = p.get(s, g).unwrap();
+        e.syn = Some((Ipv4Addr::LOCALHOST, r0.from));
+        e.running = Some(Duration::ZERO);
+        e.seq = seq;
+        assert_eq!(p.syn_reply(&r0), None);
+        let fresh = Reply { seq, ..r0 };
+        assert_eq!(p.syn_reply(&fresh), Some((s, g)));
+    }
 
     #[test]
     fn next_slot_keeps_the_grid_and_counts_skipped_slots() {
@@ -567,20 +814,8 @@ mod tests {
         assert_eq!(next_slot(ms(0), ms(3050), s), (ms(3000), 2));
         assert_eq!(next_slot(ms(0), ms(3200), s), (ms(4000), 3));
         assert_eq!(on_time_tolerance(ms(200)), ms(20));
-    }
-
-    #[test]
-    fn syn_deadlines_expire_by_tick() {
-        let ms = Duration::from_millis;
-        let mut d = SynDeadlines::default();
-        d.insert(ProbeId(1), 10, ms(12));
-        d.insert(ProbeId(2), 11, ms(3));
-        d.insert(ProbeId(3), 12, ms(12));
-        assert_eq!(d.next_due(), Some(ms(5)));
-        assert!(d.pop_due(ms(4)).is_empty());
-        assert_eq!(d.pop_due(ms(5)), vec![(ProbeId(2), 11)]);
-        assert_eq!(d.next_due(), Some(ms(15)));
-        assert_eq!(d.pop_due(ms(100)), vec![(ProbeId(1), 10), (ProbeId(3), 12)]);
-        assert_eq!(d.next_due(), None);
+        assert_eq!(tick_for(s), TICK);
+        assert_eq!(tick_for(ms(200)), ms(5));
+        assert_eq!(tick_for(ms(10)), ms(1));
     }
 }

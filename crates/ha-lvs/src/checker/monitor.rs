@@ -24,14 +24,99 @@ pub enum ProbeOutcome {
     Down(String),
 }
 
+/// What [`Monitor::on_result`] reads and writes for every result, kept apart from the rest
+/// so ten thousand of them fit in a few hundred kilobytes of cache.
 #[derive(Debug, Clone)]
-struct ProbeState {
-    key: ProbeKey,
+struct Hot {
+    id: ProbeId,
     up: bool,
     successes: u32,
     failures: u32,
+    rise: u32,
+    fall: u32,
     weight: Option<u32>,
+}
+
+/// The rest of a probe's state.
+#[derive(Debug, Clone)]
+struct Cold {
+    key: ProbeKey,
     last_error: Option<String>,
+}
+
+/// Probe states in dense slots. A [`ProbeId`] carries its slot in the low 32 bits and a
+/// counter in the high ones, so a lookup is an index and a compare, not a hash; ids stay
+/// unique although slots are reused.
+#[derive(Debug, Default)]
+struct ProbeTable {
+    hot: Vec<Option<Hot>>,
+    cold: Vec<Option<Cold>>,
+    free: Vec<u32>,
+    len: usize,
+}
+
+impl ProbeTable {
+    fn slot(&self, id: ProbeId) -> Option<usize> {
+        let slot = id.0 as u32 as usize;
+        self.hot
+            .get(slot)?
+            .as_ref()
+            .is_some_and(|h| h.id == id)
+            .then_some(slot)
+    }
+
+    fn get(&self, id: ProbeId) -> Option<(&Hot, &Cold)> {
+        let i = self.slot(id)?;
+        Some((self.hot[i].as_ref()?, self.cold[i].as_ref()?))
+    }
+
+    fn contains(&self, id: ProbeId) -> bool {
+        self.slot(id).is_some()
+    }
+
+    /// Store a new probe under a fresh id made from `counter`.
+    fn insert(&mut self, counter: u64, key: ProbeKey, up: bool) -> ProbeId {
+        let slot = match self.free.pop() {
+            Some(s) => s,
+            None => {
+                self.hot.push(None);
+                self.cold.push(None);
+                (self.hot.len() - 1) as u32
+            }
+        };
+        let id = ProbeId((counter << 32) | u64::from(slot));
+        self.hot[slot as usize] = Some(Hot {
+            id,
+            up,
+            successes: 0,
+            failures: 0,
+            rise: key.spec.rise.max(1),
+            fall: key.spec.fall.max(1),
+            weight: None,
+        });
+        self.cold[slot as usize] = Some(Cold {
+            key,
+            last_error: None,
+        });
+        self.len += 1;
+        id
+    }
+
+    fn remove(&mut self, id: ProbeId) {
+        if let Some(i) = self.slot(id) {
+            self.hot[i] = None;
+            self.cold[i] = None;
+            self.free.push(i as u32);
+            self.len -= 1;
+        }
+    }
+
+    fn iter(&self) -> impl Iterator<Item = (&Hot, &Cold)> {
+        self.hot
+            .iter()
+            .zip(&self.cold)
+            .filter_map(|(h, c)| Some((h.as_ref()?, c.as_ref()?)))
+    }
 }
 
 /// What a configuration reload changed.
@@ -49,7 +134,7 @@ pub struct Reconfigured {
 #[derive(Debug)]
 pub struct Monitor {
     config: MonitorConfig,
-    probes: IdMap<ProbeId, ProbeState>,
+    probes: ProbeTable,
     by_key: HashMap<ProbeKey, ProbeId>,
     /// Which services use a probe (indices into `config.services`).
     users: IdMap<ProbeId, Vec<usize>>,
@@ -73,7 +158,7 @@ impl Monitor {
     pub fn new(config: MonitorConfig) -> Self {
         let mut m = Monitor {
             config: MonitorConfig::default(),
-            probes: IdMap::default(),
+            probes: ProbeTable::default(),
             by_key: HashMap::new(),
             users: IdMap::default(),
             real_probe: Vec::new(),
@@ -94,8 +179,8 @@ impl Monitor {
         let mut v: Vec<_> = self
             .probes
             .iter()
-            .filter(|(_, p)| static_up(&p.key.spec.kind).is_none())
-            .map(|(id, p)| (*id, p.key.clone()))
+            .filter(|(_, c)| static_up(&c.key.spec.kind).is_none())
+            .map(|(h, c)| (h.id, c.key.clone()))
             .collect();
         v.sort_by_key(|(id, _)| *id);
         v
@@ -103,22 +188,39 @@ impl Monitor {
 
     /// The probe's key.
     pub fn probe_key(&self, id: ProbeId) -> Option<&ProbeKey> {
-        self.probes.get(&id).map(|p| &p.key)
+        self.probes.get(id).map(|(_, c)| &c.key)
+    }
+
+    /// Load the states of `ids` into the cache ahead of a [`Monitor::on_result`] for each, and
+    /// count how many are up. The loads are independent, so their cache misses overlap, where
+    /// the updates would wait for them one at a time (with ten thousand probes a state is
+    /// rarely still cached from its previous result).
+    pub fn warm(&self, ids: impl IntoIterator<Item = ProbeId>) -> usize {
+        ids.into_iter()
+            .filter(|id| {
+                self.probes
+                    .slot(*id)
+                    .and_then(|i| self.probes.hot[i].as_ref())
+                    .is_some_and(|h| h.up)
+            })
+            .count()
     }
 
     /// Whether the probe currently counts as up.
     pub fn is_up(&self, id: ProbeId) -> Option<bool> {
-        self.probes.get(&id).map(|p| p.up)
+        self.probes.get(id).map(|(h, _)| h.up)
     }
 
     /// Last failure reason of a probe.
     pub fn last_error(&self, id: ProbeId) -> Option<&str> {
-        self.probes.get(&id).and_then(|p| p.last_error.as_deref())
+        self.probes
+            .get(id)
+            .and_then(|(_, c)| c.last_error.as_deref())
     }
 
     /// Number of distinct probes.
     pub fn probe_count(&self) -> usize {
-        self.probes.len()
+        self.probes.len
     }
 
     fn compute_service(&self, i: usize) -> VirtualService {
@@ -126,9 +228,9 @@ impl Monitor {
         let mut dests: Vec<Destination> = Vec::new();
         let mut any_up = false;
         for (r, pid) in ms.reals.iter().zip(&self.real_probe[i]) {
-            let (up, weight) = match pid.and_then(|p| self.probes.get(&p)) {
+            let (up, weight) = match pid.and_then(|p| self.probes.get(p)) {
                 None => (true, r.dest.weight),
-                Some(p) => (p.up, p.weight.unwrap_or(r.dest.weight)),
+                Some((h, _)) => (h.up, h.weight.unwrap_or(r.dest.weight)),
             };
             if up {
                 any_up = true;
@@ -151,10 +253,12 @@ impl Monitor {
 
     /// Feed one probe result; returns the table edits it causes (often none).
     pub fn on_result(&mut self, id: ProbeId, outcome: ProbeOutcome) -> Vec<Request> {
-        let Some(p) = self.probes.get_mut(&id) else {
+        let Some(slot) = self.probes.slot(id) else {
             return Vec::new();
         };
-        let (rise, fall) = (p.key.spec.rise.max(1), p.key.spec.fall.max(1));
+        let Some(p) = self.probes.hot[slot].as_mut() else {
+            return Vec::new();
+        };
         let before = (p.up, p.weight);
         match outcome {
             ProbeOutcome::Up | ProbeOutcome::UpWithWeight(_) => {
@@ -165,23 +269,31 @@ impl Monitor {
                 } else {
                     p.weight = None;
                 }
-                if !p.up && p.successes >= rise {
+                if !p.up && p.successes >= p.rise {
                     p.up = true;
-                    p.last_error = None;
-                    tracing::info!(target = %p.key.target, "real server up");
+                    if let Some(c) = self.probes.cold[slot].as_mut() {
+                        c.last_error = None;
+                        tracing::info!(target = %c.key.target, "real server up");
+                    }
                 }
             }
             ProbeOutcome::Down(reason) => {
                 p.successes = 0;
                 p.failures = p.failures.saturating_add(1);
-                if p.up && p.failures >= fall {
+                let went_down = p.up && p.failures >= p.fall;
+                if went_down {
                     p.up = false;
-                    tracing::warn!(target = %p.key.target, %reason, "real server down");
                 }
-                p.last_error = Some(reason);
+                if let Some(c) = self.probes.cold[slot].as_mut() {
+                    if went_down {
+                        tracing::warn!(target = %c.key.target, %reason, "real server down");
+                    }
+                    c.last_error = Some(reason);
+                }
             }
         }
-        if (p.up, p.weight) == before {
+        let p = self.probes.hot[slot].as_ref().map(|p| (p.up, p.weight));
+        if p == Some(before) {
             return Vec::new();
         }
         let users = self.users.get(&id).cloned().unwrap_or_default();
@@ -197,7 +309,8 @@ impl Monitor {
     /// (no flapping on reload); the returned changes are the minimal table diff.
     pub fn reconfigure(&mut self, config: MonitorConfig) -> Reconfigured {
         let old_desired = std::mem::take(&mut self.desired);
-        let mut keep: IdMap<ProbeId, ProbeState> = IdMap::default();
+        // Probes of the old configuration still used by the new one.
+        let mut kept: IdMap<ProbeId, ()> = IdMap::default();
         let mut by_key: HashMap<ProbeKey, ProbeId> = HashMap::new();
         let mut users: IdMap<ProbeId, Vec<usize>> = IdMap::default();
         let mut real_probe = Vec::with_capacity(config.services.len());
@@ -216,31 +329,24 @@ impl Monitor {
                 let id = match by_key.get(&key) {
                     Some(id) => *id,
                     None => {
-                        let (id, state) = match self
+                        let id = match self
                             .by_key
                             .get(&key)
-                            .and_then(|id| self.probes.remove(id).map(|s| (*id, s)))
+                            .copied()
+                            .filter(|id| self.probes.contains(*id))
                         {
                             Some(found) => found,
                             None => {
                                 self.next_id += 1;
-                                let id = ProbeId(self.next_id);
                                 let up = static_up(&spec.kind).unwrap_or(!config.start_down);
+                                let id = self.probes.insert(self.next_id, key.clone(), up);
                                 if static_up(&spec.kind).is_none() {
                                     added.push((id, key.clone()));
                                 }
-                                let st = ProbeState {
-                                    key: key.clone(),
-                                    up,
-                                    successes: 0,
-                                    failures: 0,
-                                    weight: None,
-                                    last_error: None,
-                                };
-                                (id, st)
+                                id
                             }
                         };
-                        keep.insert(id, state);
+                        kept.insert(id, ());
                         by_key.insert(key, id);
                         id
                     }
@@ -253,14 +359,20 @@ impl Monitor {
             }
             real_probe.push(rp);
         }
-        let mut removed: Vec<ProbeId> = self
-            .probes
-            .iter()
-            .filter(|(_, s)| static_up(&s.key.spec.kind).is_none())
-            .map(|(id, _)| *id)
-            .collect();
+        let mut removed: Vec<ProbeId> = Vec::new();
+        let mut gone: Vec<ProbeId> = Vec::new();
+        for (h, c) in self.probes.iter() {
+            if !kept.contains_key(&h.id) {
+                gone.push(h.id);
+                if static_up(&c.key.spec.kind).is_none() {
+                    removed.push(h.id);
+                }
+            }
+        }
+        for id in gone {
+            self.probes.remove(id);
+        }
         removed.sort();
-        self.probes = keep;
         self.by_key = by_key;
         self.users = users;
         self.real_probe = real_probe;
@@ -443,5 +555,32 @@ mod tests {
         // Same config again: nothing.
         let r = m.reconfigure(cfg);
         assert!(r.changes.is_empty() && r.added.is_empty() && r.removed.is_empty());
+    }
+
+    #[test]
+    fn ids_stay_unique_when_slots_are_reused() {
+        let mut m = Monitor::new(config());
+        let a = id_of(&m, "10.0.1.2:80");
+        let n = m.probe_count();
+        m.on_result(a, ProbeOutcome::Down("gone".into()));
+        // Replace the real server behind `a` by another: its slot is freed, then reused.
+        let mut cfg = config();
+        cfg.services[0].reals[1] = real("10.0.1.9:80", 3, Some(spec(2, 2)));
+        let r = m.reconfigure(cfg.clone());
+        assert_eq!(r.removed, vec![a]);
+        let b = id_of(&m, "10.0.1.9:80");
+        assert_ne!(a, b);
+        assert_eq!(m.probe_count(), n);
+        // The old id names nothing any more: no state, no edits.
+        assert_eq!(m.is_up(a), None);
+        assert_eq!(m.last_error(a), None);
+        assert!(m.on_result(a, ProbeOutcome::Up).is_empty());
+        assert_eq!(m.is_up(b), Some(true));
+        // warm counts the known ids that are up.
+        assert_eq!(m.warm([a, b, b]), 2);
+        m.on_result(b, ProbeOutcome::Down("x".into()));
+        m.on_result(b, ProbeOutcome::Down("x".into()));
+        assert_eq!(m.warm([b]), 0);
+        assert_eq!(m.last_error(b), Some("x"));
     }
 }
