@@ -42,6 +42,7 @@ pub mod error;
 pub mod meta;
 pub mod nbd;
 pub mod repl;
+mod sendbuf;
 pub mod state;
 
 pub use error::{Error, Result};

@@ -31,8 +31,11 @@ const SCRIPT_A: &str = r#"
 pid=$!
 waitfor /tmp/a.log 'cs=Connected ro=Primary/Secondary ds=UpToDate/UpToDate' 40
 nbd-client 127.0.0.1 10809 /dev/nbd0 -N r0 -b 4096 >&2
-mkfs.ext4 -q -F /dev/nbd0 >&2
-mkdir -p /mnt && mount /dev/nbd0 /mnt
+# No lazy inode-table / journal init and no atime updates: nothing may write to nbd0 in the
+# background after the final sync, or it races the crash below (writes to a dead NBD
+# connection can hang the guest's own shutdown).
+mkfs.ext4 -q -F -E lazy_itable_init=0,lazy_journal_init=0 /dev/nbd0 >&2
+mkdir -p /mnt && mount -o noatime /dev/nbd0 /mnt
 for i in 1 2 3; do head -c $((i * 700000)) /dev/urandom >/mnt/f$i; done
 echo "written before failover" >/mnt/note
 sync
@@ -40,6 +43,10 @@ sync
 # Crash the Primary's engine: no orderly shutdown, the page cache is already on both disks.
 kill -9 $pid
 echo "A: engine killed" >&2
+# The guest's own shutdown must not wait on a block device whose server is gone: detach
+# nbd0 (its I/O fails at once) and drop the mount before the VM syncs and powers off.
+nbd-client -d /dev/nbd0 >&2 || true
+umount -l /mnt || true
 "#;
 
 /// Secondary: connect, wait until the peer is gone, promote, mount, checksum.
@@ -98,12 +105,17 @@ fn ext4_on_kernel_nbd_survives_failover() {
             .command(format!("{HELPERS}\nset -e\n{script}"))
             .timeout(Duration::from_secs(90))
     };
-    let mut outs = vm::run_all(vec![
+    let outs = vm::run_all(vec![
         vm("a", la, "192.168.61.1/24", SCRIPT_A),
         vm("b", lb, "192.168.61.2/24", SCRIPT_B),
-    ])
-    .into_iter()
-    .map(Result::unwrap);
+    ]);
+    // Say which VM failed (and how) before giving up on either.
+    for (name, o) in ["A", "B"].iter().zip(&outs) {
+        if let Err(e) = o {
+            eprintln!("VM {name} failed: {e:?}");
+        }
+    }
+    let mut outs = outs.into_iter().map(Result::unwrap);
     let (a, b) = (outs.next().unwrap(), outs.next().unwrap());
     eprintln!(
         "A ({:.1} s): {}\n{}\nB ({:.1} s): {}\n{}",

@@ -1,6 +1,6 @@
 //! File or raw block device backend (blocking syscalls on tokio's blocking pool).
 
-use super::{BlockDevice, check_range};
+use super::{BlockDevice, WriteDone, check_range};
 use crate::error::{Error, Result};
 use async_trait::async_trait;
 use bytes::Bytes;
@@ -113,6 +113,40 @@ impl Aligned {
     }
 }
 
+/// Read exactly `len` bytes at `offset` into a fresh vector without zeroing it first
+/// (resync reads are megabytes each; the kernel fills the buffer anyway).
+fn pread_exact(f: &File, len: usize, offset: u64) -> std::io::Result<Vec<u8>> {
+    let mut v: Vec<u8> = Vec::with_capacity(len);
+    while v.len() < len {
+        let done = v.len();
+        // SAFETY: the kernel writes at most `len - done` bytes into the vector's spare
+        // capacity (allocated above, `len` bytes in all); `set_len` below covers only bytes
+        // it reported as written.
+        let n = unsafe {
+            libc::pread(
+                f.as_raw_fd(),
+                v.as_mut_ptr().add(done).cast::<libc::c_void>(),
+                len - done,
+                (offset + done as u64) as libc::off_t,
+            )
+        };
+        match n {
+            n if n > 0 => {
+                // SAFETY: `n` more bytes were initialised by the read, within capacity.
+                unsafe { v.set_len(done + n as usize) };
+            }
+            0 => return Err(std::io::ErrorKind::UnexpectedEof.into()),
+            _ => {
+                let e = std::io::Error::last_os_error();
+                if e.kind() != std::io::ErrorKind::Interrupted {
+                    return Err(e);
+                }
+            }
+        }
+    }
+    Ok(v)
+}
+
 fn fallocate(file: &File, mode: libc::c_int, offset: u64, len: u64) -> std::io::Result<()> {
     // SAFETY: plain syscall on a valid, open file descriptor; no memory is passed.
     let rc = unsafe {
@@ -148,9 +182,7 @@ impl BlockDevice for FileDevice {
                     f.read_exact_at(b.slice_mut(), offset)?;
                     Ok(Bytes::copy_from_slice(b.slice()))
                 } else {
-                    let mut b = vec![0u8; len];
-                    f.read_exact_at(&mut b, offset)?;
-                    Ok(Bytes::from(b))
+                    Ok(Bytes::from(pread_exact(f, len, offset)?))
                 }
             },
         )
@@ -158,32 +190,23 @@ impl BlockDevice for FileDevice {
     }
 
     async fn write(&self, offset: u64, data: &[u8], fua: bool) -> Result<()> {
-        check_range(offset, data.len() as u64, self.size)?;
-        self.check_direct(offset, data.len() as u64)?;
-        let direct = self.direct;
-        let data = if direct {
-            let mut b = Aligned::new(data.len());
-            b.slice_mut().copy_from_slice(data);
-            Err(b)
-        } else {
-            Ok(data.to_vec())
-        };
-        self.blocking(
-            format!("write {} at {offset}", self.path.display()),
-            move |f| {
-                match &data {
-                    Ok(v) => f.write_all_at(v, offset)?,
-                    Err(a) => f.write_all_at(a.slice(), offset)?,
-                }
-                if fua {
-                    f.sync_data()?;
-                }
-                Ok(())
-            },
-        )
-        .await
+        self.write_bytes(offset, Bytes::copy_from_slice(data), fua)
+            .await
     }
 
+    async fn write_bytes(&self, offset: u64, data: Bytes, fua: bool) -> Result<()> {
+        self.write_inner(offset, data, fua, None).await
+    }
+
+    async fn write_notify(
+        &self,
+        offset: u64,
+        data: Bytes,
+        fua: bool,
+        done: WriteDone,
+    ) -> Result<()> {
+        self.write_inner(offset, data, fua, Some(done)).await
+    }
     async fn flush(&self) -> Result<()> {
         self.blocking(format!("flush {}", self.path.display()), |f| f.sync_data())
             .await
@@ -228,6 +251,46 @@ impl BlockDevice for FileDevice {
 }
 
 impl FileDevice {
+    async fn write_inner(
+        &self,
+        offset: u64,
+        data: Bytes,
+        fua: bool,
+        done: Option<WriteDone>,
+    ) -> Result<()> {
+        check_range(offset, data.len() as u64, self.size)?;
+        self.check_direct(offset, data.len() as u64)?;
+        // The blocking pool needs owned data: buffered writes hand the `Bytes` over as is,
+        // O_DIRECT needs an aligned copy.
+        let data = if self.direct {
+            let mut b = Aligned::new(data.len());
+            b.slice_mut().copy_from_slice(&data);
+            Err(b)
+        } else {
+            Ok(data)
+        };
+        self.blocking(
+            format!("write {} at {offset}", self.path.display()),
+            move |f| {
+                let r = (|| {
+                    match &data {
+                        Ok(v) => f.write_all_at(v, offset)?,
+                        Err(a) => f.write_all_at(a.slice(), offset)?,
+                    }
+                    if fua {
+                        f.sync_data()?;
+                    }
+                    Ok(())
+                })();
+                if let Some(done) = done {
+                    done(r.is_ok());
+                }
+                r
+            },
+        )
+        .await
+    }
+
     async fn write_zeroes_slow(&self, offset: u64, len: u64) -> Result<()> {
         const CHUNK: u64 = 1 << 20;
         let zeros = vec![0u8; CHUNK.min(len) as usize];

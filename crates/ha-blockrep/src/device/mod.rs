@@ -34,6 +34,25 @@ pub trait BlockDevice: Send + Sync + 'static {
     async fn read(&self, offset: u64, len: usize) -> Result<Bytes>;
     /// Write `data` at `offset`; with `fua` the data is durable when this returns.
     async fn write(&self, offset: u64, data: &[u8], fua: bool) -> Result<()>;
+    /// Write an owned buffer at `offset`. Same contract as [`BlockDevice::write`]; backends
+    /// that hand writes to another thread override it to skip copying the data.
+    async fn write_bytes(&self, offset: u64, data: Bytes, fua: bool) -> Result<()> {
+        self.write(offset, &data, fua).await
+    }
+    /// [`BlockDevice::write_bytes`], then `done(ok)` as soon as the write has completed, on
+    /// whichever thread completed it and before the awaiting task runs again: a replica can
+    /// acknowledge the write without first waiting to be scheduled.
+    async fn write_notify(
+        &self,
+        offset: u64,
+        data: Bytes,
+        fua: bool,
+        done: WriteDone,
+    ) -> Result<()> {
+        let r = self.write_bytes(offset, data, fua).await;
+        done(r.is_ok());
+        r
+    }
     /// Make every completed write durable.
     async fn flush(&self) -> Result<()>;
     /// Discard (trim) a range; afterwards it reads as zeroes.
@@ -55,6 +74,9 @@ pub trait BlockDevice: Send + Sync + 'static {
         Ok(())
     }
 }
+
+/// Completion callback of [`BlockDevice::write_notify`] (`true`: the write succeeded).
+pub type WriteDone = Box<dyn FnOnce(bool) + Send + 'static>;
 
 /// Shared handle to a device.
 pub type DynDevice = Arc<dyn BlockDevice>;

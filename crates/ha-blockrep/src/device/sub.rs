@@ -1,6 +1,6 @@
 //! A byte window onto another device.
 
-use super::{BlockDevice, DynDevice, check_range};
+use super::{BlockDevice, DynDevice, WriteDone, check_range};
 use crate::error::Result;
 use async_trait::async_trait;
 use bytes::Bytes;
@@ -35,6 +35,24 @@ impl BlockDevice for SubDevice {
     async fn write(&self, offset: u64, data: &[u8], fua: bool) -> Result<()> {
         check_range(offset, data.len() as u64, self.len)?;
         self.parent.write(self.start + offset, data, fua).await
+    }
+    async fn write_bytes(&self, offset: u64, data: Bytes, fua: bool) -> Result<()> {
+        check_range(offset, data.len() as u64, self.len)?;
+        self.parent
+            .write_bytes(self.start + offset, data, fua)
+            .await
+    }
+    async fn write_notify(
+        &self,
+        offset: u64,
+        data: Bytes,
+        fua: bool,
+        done: WriteDone,
+    ) -> Result<()> {
+        check_range(offset, data.len() as u64, self.len)?;
+        self.parent
+            .write_notify(self.start + offset, data, fua, done)
+            .await
     }
     async fn flush(&self) -> Result<()> {
         self.parent.flush().await

@@ -1,25 +1,26 @@
 //! Connection driver: handshake (versions, auth, UUIDs, bitmaps), the receive loop and
 //! teardown. The decisions themselves live in `repl::decide` and `link`.
 
-use super::link::Link;
+use super::link::{Link, RS_FLUSH_BATCH};
 use super::{Engine, MDF_BM_WHILE_PRIMARY, new_uuid};
+use crate::device::WriteDone;
 use crate::error::{Error, Result};
 use crate::meta::Bitmap;
 use crate::meta::superblock::{
     MDF_CONSISTENT, MDF_CRASHED_PRIMARY, MDF_PEER_OUTDATED, MDF_WAS_UP_TO_DATE,
 };
 use crate::repl::decide::{Decision, Side, decide};
-use crate::repl::packet::{Packet, decode, encode};
+use crate::repl::packet::{Packet, decode_buf, encode_into, frame_len};
 use crate::repl::{auth, packet::*};
+use crate::sendbuf::SendBuf;
 use crate::state::{ConnState, DiskState, Protocol, ReplState, Role};
-use bytes::{Buf, BytesMut};
+use bytes::BytesMut;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
-use tokio::sync::mpsc;
 
 /// How a connection ended.
 enum Exit {
@@ -28,6 +29,14 @@ enum Exit {
     /// Give up: go StandAlone (split brain, auth failure, unrelated data...).
     StandAlone(String),
 }
+
+/// Resync target: a pause in resync writes this long starts a flush of what was written.
+const RS_FLUSH_QUIET: Duration = Duration::from_millis(2);
+
+/// Smallest receive buffer space offered to the socket (many small packets per read).
+const READ_CHUNK: usize = 64 << 10;
+/// Most receive buffer space reserved ahead of a packet's bytes arriving.
+const RESERVE_MAX: usize = 4 << 20;
 
 struct FrameReader {
     rd: OwnedReadHalf,
@@ -38,14 +47,18 @@ struct FrameReader {
 impl FrameReader {
     async fn next(&mut self) -> Result<Packet> {
         loop {
-            match decode(&self.buf) {
-                Ok(Some((p, n))) => {
-                    self.buf.advance(n);
-                    return Ok(p);
-                }
+            match decode_buf(&mut self.buf) {
+                Ok(Some(p)) => return Ok(p),
                 Ok(None) => {}
                 Err(e) => return Err(Error::Protocol(e.to_string())),
             }
+            // Room for the whole packet at once: a 1 MiB payload is received straight into
+            // its final place (and handed on without a copy) instead of growing step by step.
+            // Capped, so a header alone cannot make us allocate the largest payload up front.
+            let want = frame_len(&self.buf)
+                .unwrap_or(0)
+                .clamp(READ_CHUNK, RESERVE_MAX);
+            self.buf.reserve(want.saturating_sub(self.buf.len()));
             let n = self
                 .rd
                 .read_buf(&mut self.buf)
@@ -70,7 +83,8 @@ impl FrameReader {
 }
 
 async fn write_pkt(eng: &Engine, wr: &mut OwnedWriteHalf, p: &Packet) -> Result<()> {
-    let b = encode(p);
+    let mut b = BytesMut::new();
+    encode_into(p, &mut b);
     eng.inner
         .counters
         .ns
@@ -234,10 +248,16 @@ impl Engine {
             self.inner.bitmap().clear_all();
         }
         // 4. go live
-        let (tx, rx) = mpsc::unbounded_channel();
-        let link = Arc::new(Link::new(tx, self.inner.shared(), peer_name.clone()));
+        let eng = self.clone();
+        let sendq = SendBuf::new(
+            wr,
+            Box::new(move |n| {
+                eng.inner.counters.ns.fetch_add(n as u64, Ordering::Relaxed);
+            }),
+        );
+        let link = Arc::new(Link::new(sendq, self.inner.shared(), peer_name.clone()));
         *slot = Some(link.clone());
-        let writer = tokio::spawn(writer_loop(self.clone(), wr, rx));
+        let writer = tokio::spawn(writer_loop(link.clone(), cfg.ping_interval));
         link.add_task(writer.abort_handle());
         let consistent = |d: DiskState, f: bool| {
             f && !matches!(d, DiskState::Inconsistent | DiskState::Diskless)
@@ -416,12 +436,21 @@ impl Engine {
                     }
                     // The Secondary keeps an activity log too: if it crashes with these
                     // writes in a volatile cache, the extents are resynced afterwards.
+                    // The ack leaves from wherever the write completes (for a file: the
+                    // I/O thread, right after its fdatasync), not after this task has been
+                    // scheduled again: one wake-up less on every protocol C write.
+                    let acker = link.clone();
+                    let ack: WriteDone = Box::new(move |ok| {
+                        if ok {
+                            acker.send(Packet::WriteAck { seq });
+                        }
+                    });
                     let r = match eng.al_begin(offset, len).await {
                         Ok(()) => {
                             let r = eng
                                 .inner
                                 .dev
-                                .write(offset, &data, flags & DF_FUA != 0)
+                                .write_notify(offset, data, flags & DF_FUA != 0, ack)
                                 .await;
                             eng.inner.md.lock().await.al_end(offset, len);
                             r
@@ -429,7 +458,9 @@ impl Engine {
                         Err(e) => Err(e),
                     };
                     drop(guard);
-                    eng.peer_write_done(&link, seq, offset, len, r);
+                    if let Err(e) = r {
+                        eng.peer_write_done(&link, seq, offset, len, Err(e));
+                    }
                 });
                 c.dw.fetch_add(len, Ordering::Relaxed);
             }
@@ -496,7 +527,7 @@ impl Engine {
                     if eng.inner.dead.load(Ordering::SeqCst) {
                         return; // simulated crash: a dead node writes nothing more
                     }
-                    match eng.inner.dev.write(offset, &data, false).await {
+                    match eng.inner.dev.write_bytes(offset, data, false).await {
                         Ok(()) => {
                             let (s, e) = Bitmap::bits_for_bytes(offset, len);
                             eng.inner.bitmap().set_range(s, e, false);
@@ -614,9 +645,6 @@ impl Engine {
         Ok(())
     }
 
-    /// Resync target: acknowledge a block only once it is durable, so the source never
-    /// clears a bit for data a power cut could still take away. Acks are batched behind one
-    /// flush at a time.
     /// Compare the local block range with the peer's `digest` (checksum resync and online
     /// verify), ordered after the writes received before the request like everything else, then
     /// call `then` with the verdict once the range is released. A read error counts as "differs";
@@ -647,14 +675,25 @@ impl Engine {
         });
     }
 
+    /// Resync target: acknowledge a block only once it is durable, so the source never
+    /// clears a bit for data a power cut could still take away. One flush covers a batch:
+    /// it starts once [`RS_FLUSH_BATCH`] bytes wait or the stream of resync writes pauses
+    /// (the source is then waiting for these acks, or done), never once per request.
     fn ack_resync_durably(&self, link: &Arc<Link>, offset: u64, len: u32) {
         link.rs_unflushed_push(offset, len);
+        link.rs_written.notify_one();
         if !link.rs_flush_begin() {
             return; // the running flusher picks this one up
         }
         let (eng, link) = (self.clone(), link.clone());
         tokio::spawn(async move {
             loop {
+                while link.rs_unflushed_bytes() < RS_FLUSH_BATCH {
+                    let more = tokio::time::timeout(RS_FLUSH_QUIET, link.rs_written.notified());
+                    if more.await.is_err() {
+                        break; // the stream paused
+                    }
+                }
                 let batch = link.rs_unflushed_take();
                 if batch.is_empty() {
                     if link.rs_flush_end() {
@@ -786,32 +825,20 @@ fn me_consistent(p: &Packet) -> bool {
     matches!(p, Packet::Params { flags, .. } if flags & PF_CONSISTENT != 0)
 }
 
-/// Sends queued packets; pings when idle.
-async fn writer_loop(eng: Engine, mut wr: OwnedWriteHalf, mut rx: mpsc::UnboundedReceiver<Packet>) {
-    let mut buf = BytesMut::with_capacity(1 << 20);
-    let mut ping = tokio::time::interval(eng.inner.cfg.ping_interval);
-    ping.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    loop {
-        let first = tokio::select! {
-            p = rx.recv() => match p { Some(p) => p, None => return },
-            _ = ping.tick() => Packet::Ping,
-        };
-        buf.extend_from_slice(&encode(&first));
-        // Batch whatever else is queued into one write.
-        while buf.len() < (1 << 20) {
-            match rx.try_recv() {
-                Ok(p) => buf.extend_from_slice(&encode(&p)),
-                Err(_) => break,
+/// Sends queued packets; pings every `interval` (the peer's keep-alive).
+async fn writer_loop(link: Arc<Link>, interval: Duration) {
+    let pings = async {
+        let mut tick = tokio::time::interval(interval);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tick.tick().await;
+            if !link.send(Packet::Ping) {
+                return;
             }
         }
-        eng.inner
-            .counters
-            .ns
-            .fetch_add(buf.len() as u64, Ordering::Relaxed);
-        if let Err(e) = wr.write_all(&buf).await {
-            tracing::debug!(error = %e, "send failed");
-            return;
-        }
-        buf.clear();
+    };
+    tokio::select! {
+        _ = link.sendq.drain() => {}
+        _ = pings => {}
     }
 }

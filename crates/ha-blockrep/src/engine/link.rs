@@ -3,14 +3,19 @@
 use super::PeerOutcome;
 use crate::meta::{Bitmap, SharedBitmap};
 use crate::repl::packet::Packet;
+use crate::repl::packet::{encode_into, encode_split};
+use crate::sendbuf::SendBuf;
 use std::collections::HashMap;
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicU64, Ordering};
-use tokio::sync::{Notify, Semaphore, mpsc, oneshot};
+use tokio::sync::{Notify, Semaphore, oneshot};
 
-/// Resync/verify window in 4 KiB blocks (16 MiB in flight, like a generous c-fill-target;
-/// the target acknowledges after a flush, so the window also sets the flush batch size).
-pub(crate) const RS_WINDOW: usize = 4096;
+/// Resync/verify window in 4 KiB blocks (64 MiB in flight). The target acknowledges only
+/// after a flush, so the window must hold several flush batches ([`RS_FLUSH_BATCH`]): data
+/// keeps flowing while one batch is being made durable.
+pub(crate) const RS_WINDOW: usize = 16384;
+/// Resync target: bytes written before a flush is started regardless of the stream.
+pub(crate) const RS_FLUSH_BATCH: u64 = 16 << 20;
 
 struct Entry {
     offset: u64,
@@ -45,7 +50,8 @@ impl Sent {
 
 /// An established connection as seen by the I/O path.
 pub(crate) struct Link {
-    tx: mpsc::UnboundedSender<Packet>,
+    /// Ordered sending to the peer.
+    pub(crate) sendq: SendBuf,
     pending: Mutex<Pending>,
     bitmap: SharedBitmap,
     /// Peer's node name.
@@ -58,18 +64,23 @@ pub(crate) struct Link {
     /// Verify: blocks found different, and replies received.
     pub(crate) ov_oos: AtomicU64,
     /// Resync target: written blocks waiting for a flush before their `RsAck`.
-    rs_unflushed: Mutex<Vec<(u64, u32)>>,
+    rs_unflushed: Mutex<Unflushed>,
     rs_flushing: std::sync::atomic::AtomicBool,
+    /// Resync target: signalled whenever a resync write completes (wakes the flusher).
+    pub(crate) rs_written: Notify,
+}
+
+/// Resync acks waiting for a flush, and how many bytes they cover.
+#[derive(Default)]
+struct Unflushed {
+    acks: Vec<(u64, u32)>,
+    bytes: u64,
 }
 
 impl Link {
-    pub(crate) fn new(
-        tx: mpsc::UnboundedSender<Packet>,
-        bitmap: SharedBitmap,
-        peer_name: String,
-    ) -> Self {
+    pub(crate) fn new(sendq: SendBuf, bitmap: SharedBitmap, peer_name: String) -> Self {
         Link {
-            tx,
+            sendq,
             pending: Mutex::new(Pending::default()),
             bitmap,
             peer_name,
@@ -77,8 +88,9 @@ impl Link {
             tasks: Mutex::new(Vec::new()),
             rs_window: Semaphore::new(RS_WINDOW),
             ov_oos: AtomicU64::new(0),
-            rs_unflushed: Mutex::new(Vec::new()),
+            rs_unflushed: Mutex::new(Unflushed::default()),
             rs_flushing: std::sync::atomic::AtomicBool::new(false),
+            rs_written: Notify::new(),
         }
     }
 
@@ -92,7 +104,7 @@ impl Link {
 
     /// Queue a packet that needs no tracking.
     pub(crate) fn send(&self, p: Packet) -> bool {
-        self.tx.send(p).is_ok()
+        self.sendq.send_split(|b| encode_split(&p, b))
     }
 
     /// Queue a replicated write; `None` if the link is closed (caller marks the bitmap).
@@ -103,7 +115,7 @@ impl Link {
         }
         let (rtx, rrx) = oneshot::channel();
         let (dtx, drx) = oneshot::channel();
-        if self.tx.send(p).is_err() {
+        if !self.sendq.send_split(|b| encode_split(&p, b)) {
             return None;
         }
         g.writes.insert(
@@ -124,7 +136,7 @@ impl Link {
     /// Queue a flush; the receiver fires on the peer's `FlushAck` (or is dropped on loss).
     pub(crate) fn send_flush(&self, seq: u64) -> Option<oneshot::Receiver<()>> {
         let mut g = self.pending();
-        if g.closed || self.tx.send(Packet::Flush { seq }).is_err() {
+        if g.closed || !self.sendq.send(|b| encode_into(&Packet::Flush { seq }, b)) {
             return None;
         }
         let (tx, rx) = oneshot::channel();
@@ -218,8 +230,10 @@ impl Link {
         self.stop.notify_one();
     }
 
-    /// Abort every task of this connection (nothing else: used for simulated crashes).
+    /// Abort every task of this connection and stop sending (nothing else: used for
+    /// simulated crashes).
     pub(crate) fn abort_tasks(&self) {
+        self.sendq.close();
         for t in self
             .tasks
             .lock()
@@ -230,18 +244,27 @@ impl Link {
         }
     }
 
-    fn unflushed(&self) -> std::sync::MutexGuard<'_, Vec<(u64, u32)>> {
+    fn unflushed(&self) -> std::sync::MutexGuard<'_, Unflushed> {
         self.rs_unflushed.lock().unwrap_or_else(|e| e.into_inner())
     }
 
     /// Queue a resync ack until the next flush.
     pub(crate) fn rs_unflushed_push(&self, offset: u64, len: u32) {
-        self.unflushed().push((offset, len));
+        let mut u = self.unflushed();
+        u.acks.push((offset, len));
+        u.bytes += u64::from(len);
+    }
+
+    /// Bytes written by the resync and not yet flushed.
+    pub(crate) fn rs_unflushed_bytes(&self) -> u64 {
+        self.unflushed().bytes
     }
 
     /// Take the queued resync acks.
     pub(crate) fn rs_unflushed_take(&self) -> Vec<(u64, u32)> {
-        std::mem::take(&mut *self.unflushed())
+        let mut u = self.unflushed();
+        u.bytes = 0;
+        std::mem::take(&mut u.acks)
     }
 
     /// Become the flusher; false if one is already running.
@@ -252,7 +275,7 @@ impl Link {
     /// Stop being the flusher; false if more acks arrived meanwhile and we are flusher again.
     pub(crate) fn rs_flush_end(&self) -> bool {
         self.rs_flushing.store(false, Ordering::Release);
-        if self.unflushed().is_empty() {
+        if self.unflushed().acks.is_empty() {
             return true;
         }
         // Something was queued after our last take: carry on if nobody else took over.

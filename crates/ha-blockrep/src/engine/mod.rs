@@ -595,7 +595,11 @@ impl Engine {
             Packet::Data { data, flags, .. } => {
                 self.inner
                     .dev
-                    .write(offset, data, flags & crate::repl::packet::DF_FUA != 0)
+                    .write_bytes(
+                        offset,
+                        data.clone(),
+                        flags & crate::repl::packet::DF_FUA != 0,
+                    )
                     .await
             }
             Packet::Zero { discard: true, .. } => self.inner.dev.discard(offset, len).await,

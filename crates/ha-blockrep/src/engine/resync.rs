@@ -31,9 +31,25 @@ pub(crate) fn digest(data: &[u8]) -> [u8; 32] {
     Sha256::digest(data).into()
 }
 
+/// Resync reads in flight at once on the source: the next request is read while the
+/// previous ones are being sent.
+const RS_READS: usize = 4;
+
 /// Read a range (ordered against application writes) and send it as resync data.
 pub(crate) async fn send_rs_data(eng: &Engine, link: &Link, offset: u64, len: u64) {
     let (guard, waits) = eng.inner.conflicts.register(offset, offset + len);
+    send_rs_data_registered(eng, link, offset, len, guard, waits).await;
+}
+
+/// [`send_rs_data`] for a range already registered (the registration fixes the order).
+async fn send_rs_data_registered(
+    eng: &Engine,
+    link: &Link,
+    offset: u64,
+    len: u64,
+    guard: super::conflict::ConflictGuard,
+    waits: super::conflict::Waits,
+) {
     waits.wait().await;
     match eng.inner.dev.read(offset, len as usize).await {
         Ok(data) => {
@@ -103,6 +119,7 @@ async fn source(eng: &Engine, link: &Arc<Link>) -> Result<()> {
     link.send(Packet::SyncUuid { uuid: sync_uuid });
     let mut pacer = ResyncPacer::new(eng.inner.cfg.rate, now(eng));
     let size = eng.inner.size;
+    let reads = Arc::new(tokio::sync::Semaphore::new(RS_READS));
     loop {
         let mut pos = 0;
         loop {
@@ -148,7 +165,19 @@ async fn source(eng: &Engine, link: &Arc<Link>) -> Result<()> {
                 });
                 drop(guard);
             } else {
-                send_rs_data(eng, link, offset, len).await;
+                // Registered here, in walk order; read and sent by a task of its own so a
+                // few reads overlap with sending (a dead link just drops what they send).
+                let (guard, waits) = eng.inner.conflicts.register(offset, offset + len);
+                let permit = reads
+                    .clone()
+                    .acquire_owned()
+                    .await
+                    .map_err(|_| Error::Disconnected("resync reader closed".into()))?;
+                let (eng, link) = (eng.clone(), link.clone());
+                tokio::spawn(async move {
+                    send_rs_data_registered(&eng, &link, offset, len, guard, waits).await;
+                    drop(permit);
+                });
             }
         }
         drain_window(link).await?;

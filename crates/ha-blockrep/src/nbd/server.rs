@@ -3,12 +3,14 @@
 use super::Export;
 use super::proto::*;
 use crate::error::{Error, Result};
+use crate::repl::packet::SPLIT_MIN;
+use crate::sendbuf::SendBuf;
 use bytes::{Bytes, BytesMut};
 use std::net::SocketAddr;
 use std::sync::Arc;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::{Semaphore, mpsc};
+use tokio::sync::Semaphore;
 
 /// Requests served concurrently per connection.
 const MAX_IN_FLIGHT: usize = 128;
@@ -195,33 +197,14 @@ fn errno_of(e: &Error) -> u32 {
 }
 
 async fn transmission(sock: TcpStream, export: Arc<dyn Export>) -> Result<()> {
-    let (mut rd, mut wr) = sock.into_split();
-    let (tx, mut rx) = mpsc::unbounded_channel::<(u64, u32, Option<Bytes>)>();
-    // Replies go out as requests complete, in whatever order that is.
-    let writer = tokio::spawn(async move {
-        let mut buf = BytesMut::with_capacity(1 << 20);
-        while let Some((handle, err, data)) = rx.recv().await {
-            buf.extend_from_slice(&simple_reply(err, handle));
-            if let Some(d) = data {
-                buf.extend_from_slice(&d);
-            }
-            while buf.len() < (1 << 20) {
-                match rx.try_recv() {
-                    Ok((h, e, d)) => {
-                        buf.extend_from_slice(&simple_reply(e, h));
-                        if let Some(d) = d {
-                            buf.extend_from_slice(&d);
-                        }
-                    }
-                    Err(_) => break,
-                }
-            }
-            if wr.write_all(&buf).await.is_err() {
-                return;
-            }
-            buf.clear();
-        }
-    });
+    let (mut rd, wr) = sock.into_split();
+    // Replies go out as requests complete, in whatever order that is: straight from the
+    // request's task when the socket is idle, else through the writer task.
+    let out = Arc::new(SendBuf::new(wr, Box::new(|_| {})));
+    let writer = {
+        let out = out.clone();
+        tokio::spawn(async move { out.drain().await })
+    };
     let slots = Arc::new(Semaphore::new(MAX_IN_FLIGHT));
     let io = |e| Error::io("NBD receive", e);
     let size = export.size();
@@ -256,19 +239,32 @@ async fn transmission(sock: TcpStream, export: Arc<dyn Export>) -> Result<()> {
         let Ok(permit) = slots.clone().acquire_owned().await else {
             break Ok(());
         };
-        let (export, tx) = (export.clone(), tx.clone());
+        let (export, out) = (export.clone(), out.clone());
         tokio::spawn(async move {
-            let reply = handle(&*export, req, payload, size).await;
-            let _ = tx.send(match reply {
-                Ok(data) => (req.handle, 0, data),
-                Err(e) => (req.handle, e, None),
+            let (err, data) = match handle(&*export, req, payload, size).await {
+                Ok(data) => (0, data),
+                Err(e) => (e, None),
+            };
+            out.send_split(|b| {
+                b.extend_from_slice(&simple_reply(err, req.handle));
+                match data {
+                    // Large read data is queued as is, small data rides along (and may
+                    // go out directly from this task).
+                    Some(d) if d.len() >= SPLIT_MIN => Some(d),
+                    Some(d) => {
+                        b.extend_from_slice(&d);
+                        None
+                    }
+                    None => None,
+                }
             });
             drop(permit);
         });
     };
     // Let in-flight requests finish and their replies drain before closing.
     let _ = slots.acquire_many(MAX_IN_FLIGHT as u32).await;
-    drop(tx);
+    out.flushed().await;
+    out.close();
     let _ = writer.await;
     result
 }

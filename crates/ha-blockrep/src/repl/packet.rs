@@ -250,7 +250,59 @@ fn put_uuids(b: &mut BytesMut, u: &Uuids) {
 
 /// Encode a packet with its header.
 pub fn encode(p: &Packet) -> Bytes {
-    let mut b = BytesMut::with_capacity(64);
+    let mut out = BytesMut::new();
+    encode_into(p, &mut out);
+    out.freeze()
+}
+
+/// Bulk payloads at least this large are not copied by [`encode_split`].
+pub const SPLIT_MIN: usize = 16 << 10;
+
+/// Like [`encode_into`], but a bulk payload (`Data`, `RsData`) of at least [`SPLIT_MIN`]
+/// bytes is not copied: everything before it is appended to `out` and the payload is
+/// returned, to be sent right after `out`'s bytes (the packet is the concatenation).
+pub fn encode_split(p: &Packet, out: &mut BytesMut) -> Option<Bytes> {
+    let (c, data) = match p {
+        Packet::Data { data, .. } if data.len() >= SPLIT_MIN => (cmd::DATA, data),
+        Packet::RsData { data, .. } if data.len() >= SPLIT_MIN => (cmd::RS_DATA, data),
+        _ => {
+            encode_into(p, out);
+            return None;
+        }
+    };
+    let fixed = match p {
+        Packet::Data { .. } => 20,
+        _ => 8,
+    };
+    out.reserve(HEADER_LEN + fixed);
+    out.put_u32(MAGIC);
+    out.put_u16(c);
+    out.put_u16(0);
+    out.put_u32((fixed + data.len()) as u32);
+    match p {
+        Packet::Data {
+            seq, offset, flags, ..
+        } => {
+            out.put_u64(*seq);
+            out.put_u64(*offset);
+            out.put_u32(*flags);
+        }
+        Packet::RsData { offset, .. } => out.put_u64(*offset),
+        _ => {}
+    }
+    Some(data.clone())
+}
+
+/// Append a packet with its header to `out`: the payload is copied once, straight into
+/// `out` (a send loop batches packets into one buffer without an intermediate copy).
+pub fn encode_into(p: &Packet, out: &mut BytesMut) {
+    let start = out.len();
+    out.reserve(HEADER_LEN + 64);
+    out.put_u32(MAGIC);
+    out.put_u16(0); // command, patched below
+    out.put_u16(0);
+    out.put_u32(0); // payload length, patched below
+    let b = &mut *out;
     let c = match p {
         Packet::Hello {
             min_ver,
@@ -284,7 +336,7 @@ pub fn encode(p: &Packet) -> Bytes {
             b.put_u8(*role);
             b.put_u8(*disk);
             b.put_u32(*flags);
-            put_uuids(&mut b, uuids);
+            put_uuids(b, uuids);
             b.put_u64(*bits_set);
             cmd::PARAMS
         }
@@ -370,7 +422,7 @@ pub fn encode(p: &Packet) -> Bytes {
             cmd::SYNC_UUID
         }
         Packet::SyncDone { uuids } => {
-            put_uuids(&mut b, uuids);
+            put_uuids(b, uuids);
             cmd::SYNC_DONE
         }
         Packet::OvRequest {
@@ -398,13 +450,9 @@ pub fn encode(p: &Packet) -> Bytes {
         Packet::PingAck => cmd::PING_ACK,
         Packet::Disconnect => cmd::DISCONNECT,
     };
-    let mut out = BytesMut::with_capacity(HEADER_LEN + b.len());
-    out.put_u32(MAGIC);
-    out.put_u16(c);
-    out.put_u16(0);
-    out.put_u32(b.len() as u32);
-    out.put_slice(&b);
-    out.freeze()
+    let len = (out.len() - start - HEADER_LEN) as u32;
+    out[start + 4..start + 6].copy_from_slice(&c.to_be_bytes());
+    out[start + 8..start + 12].copy_from_slice(&len.to_be_bytes());
 }
 
 /// Bounds-checked big-endian reader.
@@ -466,6 +514,42 @@ impl<'a> Rd<'a> {
 /// Decode one packet from the front of `buf`: `Ok(Some((packet, consumed)))`, `Ok(None)` if
 /// more bytes are needed.
 pub fn decode(buf: &[u8]) -> Result<Option<(Packet, usize)>, PacketError> {
+    let Some((c, len)) = decode_header(buf)? else {
+        return Ok(None);
+    };
+    if buf.len() < HEADER_LEN + len {
+        return Ok(None);
+    }
+    let payload = &buf[HEADER_LEN..HEADER_LEN + len];
+    Ok(Some((decode_payload(c, payload)?, HEADER_LEN + len)))
+}
+
+/// Total length (header and payload) of the packet starting at the front of `buf`, once its
+/// header is there: lets a reader reserve room for a whole large packet at once.
+pub fn frame_len(buf: &[u8]) -> Option<usize> {
+    if buf.len() < HEADER_LEN {
+        return None;
+    }
+    let len = u32::from_be_bytes([buf[8], buf[9], buf[10], buf[11]]) as usize;
+    Some(HEADER_LEN + len.min(MAX_PAYLOAD))
+}
+
+/// Like [`decode`], but takes a complete packet off the front of `buf` and lets bulk
+/// payloads (`Data`, `RsData`, `Bitmap`) share `buf`'s memory instead of copying them.
+pub fn decode_buf(buf: &mut BytesMut) -> Result<Option<Packet>, PacketError> {
+    let Some((c, len)) = (match decode_header(buf)? {
+        Some(h) if buf.len() >= HEADER_LEN + h.1 => Some(h),
+        _ => None,
+    }) else {
+        return Ok(None);
+    };
+    let frame = buf.split_to(HEADER_LEN + len).freeze();
+    let payload = frame.slice(HEADER_LEN..);
+    decode_payload_from(c, &payload, Some(&payload)).map(Some)
+}
+
+/// Command and payload length from a header; `Ok(None)` if the header is incomplete.
+fn decode_header(buf: &[u8]) -> Result<Option<(u16, usize)>, PacketError> {
     if buf.len() < HEADER_LEN {
         return Ok(None);
     }
@@ -478,15 +562,24 @@ pub fn decode(buf: &[u8]) -> Result<Option<(Packet, usize)>, PacketError> {
     if len > MAX_PAYLOAD {
         return Err(PacketError::TooLarge(len));
     }
-    if buf.len() < HEADER_LEN + len {
-        return Ok(None);
-    }
-    let payload = &buf[HEADER_LEN..HEADER_LEN + len];
-    Ok(Some((decode_payload(c, payload)?, HEADER_LEN + len)))
+    Ok(Some((c, len)))
 }
 
 /// Decode a payload for command `c` (header already parsed).
 pub fn decode_payload(c: u16, payload: &[u8]) -> Result<Packet, PacketError> {
+    decode_payload_from(c, payload, None)
+}
+
+/// Decode a payload; bulk data is sliced out of `shared` (which holds `payload`) if given.
+fn decode_payload_from(
+    c: u16,
+    payload: &[u8],
+    shared: Option<&Bytes>,
+) -> Result<Packet, PacketError> {
+    let bulk = |rest: &[u8]| match shared {
+        Some(b) => b.slice_ref(rest),
+        None => Bytes::copy_from_slice(rest),
+    };
     let name: &'static str = match c {
         cmd::HELLO => "Hello",
         cmd::PARAMS => "Params",
@@ -531,7 +624,7 @@ pub fn decode_payload(c: u16, payload: &[u8]) -> Result<Packet, PacketError> {
             }
             Packet::Bitmap {
                 word,
-                data: Bytes::copy_from_slice(rest),
+                data: bulk(rest),
             }
         }
         cmd::BITMAP_DONE => Packet::BitmapDone,
@@ -544,7 +637,7 @@ pub fn decode_payload(c: u16, payload: &[u8]) -> Result<Packet, PacketError> {
                 seq,
                 offset,
                 flags,
-                data: Bytes::copy_from_slice(rest),
+                data: bulk(rest),
             }
         }
         cmd::ZERO => Packet::Zero {
@@ -563,7 +656,7 @@ pub fn decode_payload(c: u16, payload: &[u8]) -> Result<Packet, PacketError> {
             let rest = r.take(r.b.len())?;
             Packet::RsData {
                 offset,
-                data: Bytes::copy_from_slice(rest),
+                data: bulk(rest),
             }
         }
         cmd::RS_CSUM => Packet::RsChecksum {
@@ -782,6 +875,49 @@ mod tests {
                     prop_assert_eq!(decode(&enc[..cut]), Ok(None));
                 }
             }
+        }
+
+        #[test]
+        fn roundtrip_shared_buffer(
+            p in arb_packet(),
+            q in arb_packet(),
+            extra in proptest::collection::vec(any::<u8>(), 0..16),
+        ) {
+            // Two packets batched into one buffer, as the send loop does, then taken apart
+            // again by the zero-copy decoder; a trailing partial packet stays in the buffer.
+            let mut buf = BytesMut::new();
+            encode_into(&p, &mut buf);
+            encode_into(&q, &mut buf);
+            prop_assert_eq!(frame_len(&buf), Some(encode(&p).len()));
+            buf.extend_from_slice(&extra);
+            prop_assert_eq!(decode_buf(&mut buf).unwrap(), Some(p));
+            prop_assert_eq!(decode_buf(&mut buf).unwrap(), Some(q));
+            prop_assert_eq!(&buf[..], &extra[..]);
+            if extra.len() < HEADER_LEN {
+                prop_assert_eq!(decode_buf(&mut buf), Ok(None));
+            }
+        }
+
+        #[test]
+        fn split_encoding_is_the_same_packet(
+            seq in any::<u64>(),
+            offset in any::<u64>(),
+            flags in any::<u32>(),
+            len in 0usize..(3 * SPLIT_MIN),
+            rs in any::<bool>(),
+        ) {
+            let data = Bytes::from((0..len).map(|i| (i % 251) as u8).collect::<Vec<_>>());
+            let p = if rs {
+                Packet::RsData { offset, data }
+            } else {
+                Packet::Data { seq, offset, flags, data }
+            };
+            let mut head = BytesMut::new();
+            let tail = encode_split(&p, &mut head);
+            prop_assert_eq!(tail.is_some(), len >= SPLIT_MIN);
+            let mut whole = head.to_vec();
+            whole.extend_from_slice(&tail.unwrap_or_default());
+            prop_assert_eq!(&whole[..], &encode(&p)[..]);
         }
 
         #[test]

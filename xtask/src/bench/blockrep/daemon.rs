@@ -67,8 +67,9 @@ pub struct Blockrepd {
     child: Option<Child>,
     stdin: Option<ChildStdin>,
     log: PathBuf,
-    /// Lines of the log already matched (later waits look past them).
-    mark: usize,
+    /// Bytes of the log already looked at (later waits look past them): a wait reads only
+    /// what was appended since, so polling a long log does not eat the CPU it measures.
+    pos: u64,
 }
 
 impl Blockrepd {
@@ -88,7 +89,7 @@ impl Blockrepd {
             child: Some(child),
             stdin,
             log: log.to_owned(),
-            mark: 0,
+            pos: 0,
         })
     }
 
@@ -100,33 +101,50 @@ impl Blockrepd {
             .collect()
     }
 
+    /// Complete lines appended to the log since `self.pos`, with their end offsets.
+    fn new_lines(&self) -> Vec<(u64, String)> {
+        use std::io::{Read, Seek, SeekFrom};
+        let mut text = String::new();
+        if let Ok(mut f) = std::fs::File::open(&self.log)
+            && f.seek(SeekFrom::Start(self.pos)).is_ok()
+        {
+            let _ = f.read_to_string(&mut text);
+        }
+        let mut end = self.pos;
+        let mut out = Vec::new();
+        for l in text.split_inclusive('\n') {
+            if !l.ends_with('\n') {
+                break; // still being written
+            }
+            end += l.len() as u64;
+            out.push((end, l.trim_end().to_string()));
+        }
+        out
+    }
+
     /// Wait for a log line containing `pat` after the last matched one; returns it.
     pub fn wait_for(&mut self, pat: &str, timeout: Duration) -> anyhow::Result<String> {
         let deadline = Instant::now() + timeout;
         loop {
-            let lines = self.lines();
-            if let Some((i, l)) = lines
-                .iter()
-                .enumerate()
-                .skip(self.mark)
-                .find(|(_, l)| l.contains(pat))
-            {
-                self.mark = i + 1;
-                return Ok(l.clone());
+            for (end, l) in self.new_lines() {
+                self.pos = end;
+                if l.contains(pat) {
+                    return Ok(l);
+                }
             }
             if let Some(c) = self.child.as_mut()
                 && let Ok(Some(st)) = c.try_wait()
             {
                 bail!(
                     "blockrepd exited ({st}) while waiting for `{pat}`: {}",
-                    lines.join("\n")
+                    self.lines().join("\n")
                 );
             }
             if Instant::now() > deadline {
                 bail!(
                     "timeout waiting for `{pat}` in {}: {}",
                     self.log.display(),
-                    lines.join("\n")
+                    self.lines().join("\n")
                 );
             }
             std::thread::sleep(Duration::from_millis(2));
@@ -150,7 +168,8 @@ impl Blockrepd {
 
     /// Ask for a status line; returns the resync bytes sent so far (`rs=`).
     pub fn query_rs(&mut self) -> anyhow::Result<u64> {
-        self.mark = self.lines().len();
+        // Only a status line printed after this request counts.
+        self.pos = std::fs::metadata(&self.log).map(|m| m.len()).unwrap_or(0);
         let stdin = self.stdin.as_mut().context("blockrepd stdin closed")?;
         stdin.write_all(b"status\n")?;
         stdin.flush()?;
