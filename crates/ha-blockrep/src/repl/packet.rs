@@ -926,6 +926,30 @@ mod tests {
         }
 
         #[test]
+        fn zero_copy_decoder_agrees_with_the_copying_one(
+            p in arb_packet(),
+            cut in any::<proptest::sample::Index>(),
+            flip in any::<Option<(proptest::sample::Index, u8)>>(),
+        ) {
+            // Valid, truncated and corrupted frames alike.
+            let mut data = encode(&p).to_vec();
+            if let Some((i, x)) = flip {
+                let i = i.index(data.len());
+                data[i] ^= x;
+            }
+            data.truncate(cut.index(data.len() + 1));
+            let mut buf = BytesMut::from(&data[..]);
+            match (decode(&data), decode_buf(&mut buf)) {
+                (Ok(Some((a, used))), Ok(Some(b))) => {
+                    prop_assert_eq!(a, b);
+                    prop_assert_eq!(buf.len(), data.len() - used);
+                }
+                (Ok(None), Ok(None)) | (Err(_), Err(_)) => {}
+                (a, b) => prop_assert!(false, "decoders disagree: {:?} vs {:?}", a, b),
+            }
+        }
+
+        #[test]
         fn payload_never_panics(c in 0u16..30, data in proptest::collection::vec(any::<u8>(), 0..120)) {
             let _ = decode_payload(c, &data);
         }
