@@ -7,7 +7,8 @@
 //! * [`repl`]: the replication protocol (codec, auth, sync decision, rate control).
 //! * [`engine`]: the replicated device (roles, I/O path, connections, resync, verify).
 //! * [`nbd`]: the NBD export of an engine.
-//! * [`config`]: drbd.conf import; [`drbddisk`]: the ha-core resource that promotes/demotes.
+//! * [`config`]: drbd.conf import; [`attach`]: open a disk with its metadata; [`drbddisk`]: the
+//!   ha-core resource that promotes/demotes.
 
 //!
 //! A two-node setup on one host, exported over NBD from the Primary:
@@ -34,6 +35,7 @@
 //! # Ok(()) }
 //! ```
 
+pub mod attach;
 pub mod config;
 pub mod device;
 pub mod drbddisk;

@@ -22,10 +22,11 @@ use std::time::Duration;
 use anyhow::{Context, bail};
 use async_trait::async_trait;
 use clap::Parser;
+use ha_blockrep::attach::{MetaMode, open_backing};
 use ha_blockrep::config::{DrbdConf, MetaDisk, ResourceConf};
-use ha_blockrep::device::{DynDevice, FileDevice, SubDevice};
+use ha_blockrep::device::DynDevice;
 use ha_blockrep::engine::Engine;
-use ha_blockrep::meta::{Layout, Metadata};
+use ha_blockrep::meta::Metadata;
 use ha_blockrep::nbd::{Export, NbdServer};
 use ha_core::model::{ClusterModel, ResourceSpec};
 use ha_core::resource::{Resource, ResourceRegistry};
@@ -61,7 +62,7 @@ struct Args {
     check: bool,
 }
 
-/// Open the backing disk of `res` on `host` and load (or create) its metadata.
+/// Open the backing disk of `res` on `node` with its metadata.
 async fn open_disk(
     res: &ResourceConf,
     node: &str,
@@ -70,36 +71,16 @@ async fn open_disk(
     let host = res
         .host(node)
         .with_context(|| format!("resource {} has no `on {node}` section", res.name))?;
-    let disk: DynDevice = Arc::new(FileDevice::open(&host.disk, false)?);
-    let (data, md_dev, data_size): (DynDevice, DynDevice, u64) = match &host.meta_disk {
-        MetaDisk::Internal => {
-            let layout = Layout::internal(disk.size(), res.al_extents)?;
-            let md_len = disk.size() - layout.data_size;
-            let md_dev: DynDevice =
-                Arc::new(SubDevice::new(disk.clone(), layout.data_size, md_len)?);
-            let data: DynDevice = Arc::new(SubDevice::new(disk, 0, layout.data_size)?);
-            (data, md_dev, layout.data_size)
-        }
-        MetaDisk::External(path) => {
-            let size = disk.size() / 4096 * 4096;
-            let md_dev: DynDevice = Arc::new(FileDevice::open(path, false)?);
-            (disk, md_dev, size)
-        }
+    let md = match &host.meta_disk {
+        MetaDisk::Internal => None,
+        MetaDisk::External(path) => Some(path.as_path()),
     };
-    match Metadata::load(md_dev.clone()).await {
-        Ok(md) => Ok((data, md)),
-        Err(e) if create_md => {
-            tracing::warn!(resource = %res.name, error = %e, "no valid metadata: creating it");
-            Ok((
-                data,
-                Metadata::create(md_dev, data_size, res.al_extents).await?,
-            ))
-        }
-        Err(e) => bail!(
-            "{e} (on {}; pass --create-md to initialise it)",
-            host.disk.display()
-        ),
-    }
+    let mode = if create_md {
+        MetaMode::LoadOrCreate
+    } else {
+        MetaMode::Load
+    };
+    Ok(open_backing(&host.disk, md, res.al_extents, false, mode).await?)
 }
 
 /// Bring up the engines of every resource that has a section for `node`.

@@ -8,10 +8,11 @@
 //! cleanly (`down`); SIGKILL is a crash.
 
 use clap::Parser;
-use ha_blockrep::device::{DynDevice, FileDevice, SubDevice};
+use ha_blockrep::attach::{MetaMode, open_backing};
+use ha_blockrep::device::{DynDevice, FileDevice};
 use ha_blockrep::engine::{Engine, EngineConfig};
 use ha_blockrep::error::{Error, Result};
-use ha_blockrep::meta::{DEFAULT_AL_EXTENTS, Layout, Metadata};
+use ha_blockrep::meta::{DEFAULT_AL_EXTENTS, Metadata};
 use ha_blockrep::nbd::{Export, NbdServer};
 use ha_blockrep::repl::rate::RateMode;
 use ha_blockrep::state::Protocol;
@@ -129,39 +130,12 @@ async fn open_devices(a: &Args) -> Result<(DynDevice, Metadata)> {
             FileDevice::create(&a.disk, size)?;
         }
     }
-    let disk: DynDevice = Arc::new(FileDevice::open(&a.disk, a.direct)?);
-    let (data, md_dev, data_size): (DynDevice, DynDevice, u64) = match &a.md {
-        None => {
-            let layout = Layout::internal(disk.size(), a.al_extents)?;
-            let md_dev: DynDevice = Arc::new(SubDevice::new(
-                disk.clone(),
-                layout.data_size,
-                disk.size() - layout.data_size,
-            )?);
-            let data: DynDevice = Arc::new(SubDevice::new(disk, 0, layout.data_size)?);
-            (data, md_dev, layout.data_size)
-        }
-        Some(md_path) => {
-            let size = disk.size() / 4096 * 4096;
-            let need = Layout::new(size, a.al_extents).md_size();
-            if a.create_md && !md_path.exists() {
-                FileDevice::create(md_path, need)?;
-            }
-            let md_dev: DynDevice = Arc::new(FileDevice::open(md_path, a.direct)?);
-            (disk, md_dev, size)
-        }
-    };
-    let md = if a.create_md {
-        Metadata::create(md_dev, data_size, a.al_extents).await?
+    let mode = if a.create_md {
+        MetaMode::Create
     } else {
-        Metadata::load(md_dev).await.map_err(|e| {
-            Error::Metadata(format!(
-                "{e} (on {}; use --create-md to initialise it)",
-                a.md.as_ref().unwrap_or(&a.disk).display()
-            ))
-        })?
+        MetaMode::Load
     };
-    Ok((data, md))
+    open_backing(&a.disk, a.md.as_deref(), a.al_extents, a.direct, mode).await
 }
 
 fn status_line(e: &Engine) -> String {
