@@ -207,10 +207,10 @@ pub fn on_time_tolerance(interval: Duration) -> Duration {
 }
 
 /// Due probes are started in batches on ticks of this length: thousands of probes per second
-/// cost a hundred wake-ups, not one each (each wake-up costs a timer reset, an `epoll_wait`
-/// and a `sendmmsg`). Well inside the 100 ms on-time tolerance of 1 s intervals; probes with
+/// cost forty wake-ups, not one each (each wake-up costs a timer reset, an `epoll_wait`
+/// and a `sendmmsg`). A quarter of the 100 ms on-time tolerance of 1 s intervals; probes with
 /// short intervals shorten the tick ([`tick_for`]).
-pub const TICK: Duration = Duration::from_millis(10);
+pub const TICK: Duration = Duration::from_millis(25);
 
 /// The tick for a probe with `interval`: at most a quarter of its on-time tolerance, between
 /// 1 ms and [`TICK`].
