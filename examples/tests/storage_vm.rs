@@ -171,26 +171,11 @@ fn storage_pair_fails_over_vip_disk_and_filesystem() {
             .command(format!("{HELPERS}\nset -e\n{script}"))
             .timeout(Duration::from_secs(240))
     };
-    let outs = vm::run_all(vec![
-        vm("alpha", la, "192.168.61.1/24", SCRIPT_ALPHA),
-        vm("beta", lb, "192.168.61.2/24", SCRIPT_BETA),
-    ]);
-    for (name, o) in ["alpha", "beta"].iter().zip(&outs) {
-        if let Err(e) = o {
-            eprintln!("VM {name} failed: {e:?}");
-        }
-    }
-    let mut outs = outs.into_iter().map(Result::unwrap);
-    let (a, b) = (outs.next().unwrap(), outs.next().unwrap());
-    eprintln!(
-        "alpha ({:.1} s): {}\n{}\nbeta ({:.1} s): {}\n{}",
-        a.elapsed.as_secs_f64(),
-        a.stdout,
-        a.stderr,
-        b.elapsed.as_secs_f64(),
-        b.stdout,
-        b.stderr
-    );
+    let (a, b) = vm::run_pair(
+        ("alpha", vm("alpha", la, "192.168.61.1/24", SCRIPT_ALPHA)),
+        ("beta", vm("beta", lb, "192.168.61.2/24", SCRIPT_BETA)),
+    )
+    .unwrap();
     assert_eq!(a.exit_code, 0, "alpha failed: {}", a.stderr);
     assert_eq!(b.exit_code, 0, "beta failed: {}", b.stderr);
     assert!(a.stdout.contains("VIP on alpha"));

@@ -105,27 +105,11 @@ fn ext4_on_kernel_nbd_survives_failover() {
             .command(format!("{HELPERS}\nset -e\n{script}"))
             .timeout(Duration::from_secs(90))
     };
-    let outs = vm::run_all(vec![
-        vm("a", la, "192.168.61.1/24", SCRIPT_A),
-        vm("b", lb, "192.168.61.2/24", SCRIPT_B),
-    ]);
-    // Say which VM failed (and how) before giving up on either.
-    for (name, o) in ["A", "B"].iter().zip(&outs) {
-        if let Err(e) = o {
-            eprintln!("VM {name} failed: {e:?}");
-        }
-    }
-    let mut outs = outs.into_iter().map(Result::unwrap);
-    let (a, b) = (outs.next().unwrap(), outs.next().unwrap());
-    eprintln!(
-        "A ({:.1} s): {}\n{}\nB ({:.1} s): {}\n{}",
-        a.elapsed.as_secs_f64(),
-        a.stdout,
-        a.stderr,
-        b.elapsed.as_secs_f64(),
-        b.stdout,
-        b.stderr
-    );
+    let (a, b) = vm::run_pair(
+        ("A", vm("a", la, "192.168.61.1/24", SCRIPT_A)),
+        ("B", vm("b", lb, "192.168.61.2/24", SCRIPT_B)),
+    )
+    .unwrap();
     assert_eq!(a.exit_code, 0, "primary failed: {}", a.stderr);
     assert_eq!(b.exit_code, 0, "secondary failed: {}", b.stderr);
     let (sa, sb) = (sums(&a.stdout), sums(&b.stdout));

@@ -116,6 +116,35 @@ pub struct NodeRuntime {
     task: JoinHandle<Result<()>>,
 }
 
+/// This host's node in `model`: `wanted` is a node name or wire id; `None` means the host name
+/// (`uname -n`), as heartbeat matches its `node` lines. The error lists the cluster's nodes.
+pub fn local_node(model: &ClusterModel, wanted: Option<&str>) -> Result<NodeId> {
+    let wanted = match wanted {
+        Some(w) => w.to_string(),
+        None => nix::unistd::gethostname()
+            .map_err(|e| {
+                Error::Config(format!(
+                    "no node given and the host name is unreadable: {e}"
+                ))
+            })?
+            .to_string_lossy()
+            .into_owned(),
+    };
+    if let Some(n) = model.nodes.iter().find(|n| n.name == wanted) {
+        return Ok(n.id);
+    }
+    if let Ok(id) = wanted.parse::<u16>()
+        && model.node(NodeId(id)).is_some()
+    {
+        return Ok(NodeId(id));
+    }
+    let names: Vec<&str> = model.nodes.iter().map(|n| n.name.as_str()).collect();
+    Err(Error::Config(format!(
+        "node `{wanted}` is not in the cluster (nodes: {}); pass --node NAME",
+        names.join(", ")
+    )))
+}
+
 /// The default incarnation: wall-clock nanoseconds, larger after every restart.
 pub fn default_incarnation() -> u64 {
     SystemTime::now()
@@ -268,6 +297,22 @@ impl NodeRuntime {
         let handed_over = rx.await.unwrap_or(false);
         self.join().await?;
         Ok(handed_over)
+    }
+
+    /// Run until SIGTERM or SIGINT, then [`Self::shutdown`] with `timeout`: a daemon's stop hands
+    /// its groups to a peer first (heartbeat's standby on stop). SIGKILL stays a crash.
+    pub async fn shutdown_on_signal(self, timeout: Duration) -> Result<bool> {
+        use tokio::signal::unix::{SignalKind, signal};
+        let mut term = signal(SignalKind::terminate())
+            .map_err(|e| Error::io("install the SIGTERM handler", e))?;
+        let mut int = signal(SignalKind::interrupt())
+            .map_err(|e| Error::io("install the SIGINT handler", e))?;
+        tokio::select! {
+            _ = term.recv() => {}
+            _ = int.recv() => {}
+        }
+        tracing::info!("stop requested: handing groups over");
+        self.shutdown(timeout).await
     }
 
     /// Stop at once, without handing anything over (resources stay as they are).

@@ -20,14 +20,14 @@ use async_trait::async_trait;
 use clap::Parser;
 use ha_core::model::{AgentSpec, ClusterModel, ResourceSpec};
 use ha_core::resource::{Resource, ResourceRegistry};
-use ha_core::{NodeId, OcfCode, ResourceId};
+use ha_core::{OcfCode, ResourceId};
 use ha_lvs::agent::DirectorResource;
 use ha_lvs::checker::Monitor;
 use ha_lvs::checker::driver::Checker;
 use ha_lvs::ipvsadm::{SaveOptions, write_rules};
 use ha_lvs::ldirectord::{LdirectordConfig, parse_ldirectord, watch_and_reload};
 use ha_lvs::netlink::IpvsClient;
-use ha_net::runtime::{NodeRuntime, RuntimeConfig};
+use ha_net::runtime::{NodeRuntime, RuntimeConfig, local_node};
 use tokio::task::JoinHandle;
 
 /// The built-in resource kind this binary adds.
@@ -202,19 +202,6 @@ fn register(registry: &mut ResourceRegistry, base: PathBuf) {
     });
 }
 
-fn pick_node(model: &ClusterModel, wanted: Option<&str>) -> anyhow::Result<NodeId> {
-    let wanted = match wanted {
-        Some(w) => w.to_string(),
-        None => nix::unistd::gethostname()?.to_string_lossy().into_owned(),
-    };
-    model
-        .nodes
-        .iter()
-        .find(|n| n.name == wanted || wanted.parse() == Ok(n.id.0))
-        .map(|n| n.id)
-        .with_context(|| format!("node `{wanted}` is not in the cluster; pass --node NAME"))
-}
-
 /// The `ldirectord` resources of the model and their configuration files.
 fn director_resources(
     model: &ClusterModel,
@@ -236,21 +223,14 @@ fn director_resources(
 
 fn main() -> anyhow::Result<()> {
     let args = Args::parse();
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
-        )
-        .with_writer(std::io::stderr)
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
-        .init();
+    ha_examples::init_logging();
     let model = ha_core::config::load_file(&args.cluster)?;
     let base = args
         .cluster
         .parent()
         .map(Path::to_path_buf)
         .unwrap_or_default();
-    let me = pick_node(&model, args.node.as_deref())?;
+    let me = local_node(&model, args.node.as_deref())?;
     let directors = director_resources(&model, &base)?;
     if args.check {
         for (id, path) in &directors {
@@ -280,13 +260,7 @@ fn main() -> anyhow::Result<()> {
         ha_net::floating_ip::register(&mut cfg.agents.registry);
         register(&mut cfg.agents.registry, base);
         let node = NodeRuntime::start(cfg)?;
-        let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
-        tokio::select! {
-            _ = term.recv() => {}
-            _ = tokio::signal::ctrl_c() => {}
-        }
-        tracing::info!("stop requested: handing the director group to the peer");
-        node.shutdown(Duration::from_secs(30)).await?;
+        node.shutdown_on_signal(Duration::from_secs(30)).await?;
         Ok(())
     })
 }

@@ -28,10 +28,10 @@ use ha_blockrep::device::DynDevice;
 use ha_blockrep::engine::Engine;
 use ha_blockrep::meta::Metadata;
 use ha_blockrep::nbd::{Export, NbdServer};
-use ha_core::model::{ClusterModel, ResourceSpec};
+use ha_core::model::ResourceSpec;
 use ha_core::resource::{Resource, ResourceRegistry};
-use ha_core::{NodeId, OcfCode, ResourceId};
-use ha_net::runtime::{NodeRuntime, RuntimeConfig};
+use ha_core::{OcfCode, ResourceId};
+use ha_net::runtime::{NodeRuntime, RuntimeConfig, local_node};
 
 #[derive(Parser, Debug)]
 #[command(
@@ -228,32 +228,17 @@ fn register_nbd(registry: &mut ResourceRegistry, server: SocketAddr) {
     });
 }
 
-fn pick_node(model: &ClusterModel, wanted: Option<&str>) -> anyhow::Result<(NodeId, String)> {
-    let wanted = match wanted {
-        Some(w) => w.to_string(),
-        None => nix::unistd::gethostname()?.to_string_lossy().into_owned(),
-    };
-    model
-        .nodes
-        .iter()
-        .find(|n| n.name == wanted)
-        .map(|n| (n.id, n.name.clone()))
-        .with_context(|| format!("node `{wanted}` is not in the cluster; pass --node NAME"))
-}
-
 fn main() -> anyhow::Result<()> {
     let args = Args::parse();
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
-        )
-        .with_writer(std::io::stderr)
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
-        .init();
+    ha_examples::init_logging();
     let model = ha_core::config::load_file(&args.cluster)?;
     let drbd = DrbdConf::load(&args.drbd)?;
-    let (me, name) = pick_node(&model, args.node.as_deref())?;
+    let me = local_node(&model, args.node.as_deref())?;
+    // Also its `on NAME` section in the drbd.conf.
+    let name = model
+        .node(me)
+        .map(|n| n.name.clone())
+        .context("the chosen node has no name")?;
     if args.check {
         for r in drbd.resources.iter().filter(|r| r.host(&name).is_some()) {
             let h = r.host(&name).context("no host section")?;
@@ -289,13 +274,7 @@ fn main() -> anyhow::Result<()> {
         ha_blockrep::drbddisk::register(&mut cfg.agents.registry, engines.clone());
         register_nbd(&mut cfg.agents.registry, nbd_addr);
         let node = NodeRuntime::start(cfg)?;
-        let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
-        tokio::select! {
-            _ = term.recv() => {}
-            _ = tokio::signal::ctrl_c() => {}
-        }
-        tracing::info!("stop requested: handing the group to the peer");
-        node.shutdown(Duration::from_secs(60)).await?;
+        node.shutdown_on_signal(Duration::from_secs(60)).await?;
         for e in engines.values() {
             e.down().await?;
         }

@@ -19,10 +19,8 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
-use ha_core::NodeId;
 use ha_core::model::ClusterModel;
-use ha_net::runtime::{NodeRuntime, RuntimeConfig, raise_priority};
-use tokio::signal::unix::{SignalKind, signal};
+use ha_net::runtime::{NodeRuntime, RuntimeConfig, local_node, raise_priority};
 
 /// Where the cluster model comes from.
 enum Source {
@@ -135,7 +133,7 @@ fn main() {
 
 async fn run(args: Args) -> Result<(), Box<dyn std::error::Error>> {
     let model = Arc::new(load_model(&args)?);
-    let me = pick_node(&model, args.node.as_deref())?;
+    let me = local_node(&model, args.node.as_deref())?;
     let name = model
         .node(me)
         .map(|n| n.name.clone())
@@ -183,14 +181,7 @@ async fn run(args: Args) -> Result<(), Box<dyn std::error::Error>> {
             }
         });
     }
-    let mut term = signal(SignalKind::terminate())?;
-    let mut int = signal(SignalKind::interrupt())?;
-    tokio::select! {
-        _ = term.recv() => {}
-        _ = int.recv() => {}
-    }
-    tracing::info!("stop requested: handing groups over");
-    let handed = node.shutdown(args.stop_timeout).await?;
+    let handed = node.shutdown_on_signal(args.stop_timeout).await?;
     tracing::info!(handed, "stopped");
     Ok(())
 }
@@ -214,28 +205,4 @@ fn load_model(args: &Args) -> Result<ClusterModel, Box<dyn std::error::Error>> {
         )?),
         None => Err("no configuration given".into()),
     }
-}
-
-/// The node to run as: a wire id, a node name, or (by default) this host's name.
-fn pick_node(model: &ClusterModel, wanted: Option<&str>) -> Result<NodeId, String> {
-    let wanted = match wanted {
-        Some(w) => w.to_string(),
-        None => nix::unistd::gethostname()
-            .map_err(|e| format!("no --node given and the host name is unreadable: {e}"))?
-            .to_string_lossy()
-            .into_owned(),
-    };
-    if let Some(n) = model.nodes.iter().find(|n| n.name == wanted) {
-        return Ok(n.id);
-    }
-    if let Ok(id) = wanted.parse::<u16>()
-        && model.node(NodeId(id)).is_some()
-    {
-        return Ok(NodeId(id));
-    }
-    let names: Vec<&str> = model.nodes.iter().map(|n| n.name.as_str()).collect();
-    Err(format!(
-        "node `{wanted}` is not in the cluster (nodes: {}); pass --node NAME",
-        names.join(", ")
-    ))
 }

@@ -78,6 +78,28 @@ pub fn run_all(vms: Vec<VmBuilder>) -> Vec<Result<VmOutput>> {
         .collect()
 }
 
+/// Run two named VMs at once (e.g. both sides of a failover) and return both outputs. Each
+/// VM's elapsed time, stdout and stderr go to stderr first, and a failed VM is named, so a
+/// failing test shows both sides. The first failure is returned.
+pub fn run_pair(a: (&str, VmBuilder), b: (&str, VmBuilder)) -> Result<(VmOutput, VmOutput)> {
+    let names = [a.0, b.0];
+    let [oa, ob]: [Result<VmOutput>; 2] = run_all(vec![a.1, b.1])
+        .try_into()
+        .map_err(|_| Error::Invalid("run_all lost a VM's result".into()))?;
+    for (name, o) in names.iter().zip([&oa, &ob]) {
+        match o {
+            Ok(o) => eprintln!(
+                "VM {name} ({:.1} s):\n{}\n{}",
+                o.elapsed.as_secs_f64(),
+                o.stdout,
+                o.stderr
+            ),
+            Err(e) => eprintln!("VM {name} failed: {e:?}"),
+        }
+    }
+    Ok((oa?, ob?))
+}
+
 /// Wall and CPU time of one VM run.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct BootTime {
