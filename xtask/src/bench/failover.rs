@@ -11,13 +11,17 @@
 //! Then, per system: 60 s with `stress-ng --cpu 2` counting false failovers (episodes in
 //! which the address is not A's alone: B holds it, A lost it, or B answered), and the CPU
 //! use (utime + stime) of each idle node's daemon processes over 10 s; the busier node
-//! counts. The last line is
+//! counts. Then, unless `--no-floor`, the floor: a minimal heartbeat loop (sleep, drain, send
+//! one datagram) at each system's period in the same namespaces, measured the same way, so the
+//! idle figures can be read against what the machine charges for a wake-up and a packet
+//! (see `floor.rs`). The last line is
 //! `RESULT ours_ms=.. keepalived_ms=.. ratio=.. false_failovers=.. idle_cpu_pct=..`.
 //!
 //! Our node is `ha-net-node`, built here in release mode unless `--ours-bin` names one; if
 //! it is unavailable keepalived is still measured and printed, then the bench fails.
 //! Options: `cargo xtask bench failover -- --help`.
 
+mod floor;
 mod keepalived;
 mod opts;
 mod ours;
@@ -51,6 +55,12 @@ const SAMPLE_EVERY: Duration = Duration::from_millis(50);
 pub fn run(args: &[String]) -> anyhow::Result<()> {
     let opts = match opts::parse(args)? {
         Mode::Responder { name, port } => return responder::serve(&name, port),
+        Mode::Floor {
+            peer,
+            port,
+            period,
+            bytes,
+        } => return floor::serve(peer, port, period, bytes),
         Mode::Bench(o) => o,
     };
     if !testkit::is_root() {
@@ -138,6 +148,11 @@ pub fn run(args: &[String]) -> anyhow::Result<()> {
         res.join_disturbed = bench.join_disturbed.get(sys.name()).copied().unwrap_or(0);
         res.startups = bench.startups.get(sys.name()).copied().unwrap_or(0);
     }
+    let floors = if opts.floor {
+        measure_floors(&rig, &systems, &opts)
+    } else {
+        Vec::new()
+    };
     drop(sniffer);
     drop(prober);
     if opts.keep_dir {
@@ -149,7 +164,61 @@ pub fn run(args: &[String]) -> anyhow::Result<()> {
     for (_, res) in &systems {
         println!("{}", res.table());
     }
+    print_floors(&floors, &systems);
     finish(&systems, ours_missing)
+}
+
+/// The floor loop's idle CPU at the period of each measured system: (system, period, result).
+type Floors = Vec<(String, Duration, Result<Idle, String>)>;
+
+fn measure_floors(rig: &Rig, systems: &[(Box<dyn System>, SystemResult)], opts: &Opts) -> Floors {
+    let mut out = Floors::new();
+    for (sys, _) in systems {
+        let period = sys.cycle();
+        eprintln!(
+            "  floor loop at {} us ({}'s period): {} s",
+            period.as_micros(),
+            sys.name(),
+            opts.idle.as_secs()
+        );
+        let r = floor::measure(rig, period, opts.idle).map_err(|e| format!("{e:#}"));
+        out.push((sys.name().to_string(), period, r));
+    }
+    out
+}
+
+fn print_floors(floors: &Floors, systems: &[(Box<dyn System>, SystemResult)]) {
+    if floors.is_empty() {
+        return;
+    }
+    println!(
+        "== floor: a minimal heartbeat loop at the same period (sleep to the next period, drain the \
+         socket, send one {}-byte datagram; SCHED_FIFO, mlockall), same namespaces ==",
+        floor::FLOOR_BYTES
+    );
+    for (name, period, r) in floors {
+        let daemon = systems
+            .iter()
+            .find(|(s, _)| s.name() == name)
+            .and_then(|(_, res)| res.idle.as_ref())
+            .and_then(|i| i.as_ref().ok());
+        match r {
+            Ok(f) => {
+                let ratio = daemon
+                    .filter(|_| f.worst() > 0.0)
+                    .map(|d| format!(", {name} idle / floor = {:.2}", d.worst() / f.worst()))
+                    .unwrap_or_default();
+                println!(
+                    "period {:.1} ms ({name}): master {:.2} %, backup {:.2} %{ratio}",
+                    period.as_secs_f64() * 1000.0,
+                    f.master_pct,
+                    f.backup_pct
+                );
+            }
+            Err(e) => println!("period {period:?} ({name}): FAILED {e}"),
+        }
+    }
+    println!();
 }
 
 /// Check completeness and print the RESULT line (or fail saying what is missing).

@@ -65,6 +65,12 @@ struct Cli {
     /// Internal: run the UDP responder `NAME PORT` (started by the bench in a node namespace).
     #[arg(long, num_args = 2, value_names = ["NAME", "PORT"], hide = true)]
     responder: Option<Vec<String>>,
+    /// Skip the floor measurement (a minimal heartbeat loop's idle CPU at each system's period).
+    #[arg(long)]
+    no_floor: bool,
+    /// Internal: run the floor loop `PEER PORT PERIOD_US BYTES` (started by the bench).
+    #[arg(long, num_args = 4, value_names = ["PEER", "PORT", "PERIOD_US", "BYTES"], hide = true)]
+    floor: Option<Vec<String>>,
 }
 
 /// What the process was asked to do.
@@ -78,6 +84,17 @@ pub enum Mode {
         name: String,
         /// UDP port.
         port: u16,
+    },
+    /// Run the floor loop (internal).
+    Floor {
+        /// Where the datagrams go.
+        peer: std::net::Ipv4Addr,
+        /// UDP port, local and remote.
+        port: u16,
+        /// Send period.
+        period: Duration,
+        /// Datagram size.
+        bytes: usize,
     },
 }
 
@@ -123,6 +140,8 @@ pub struct Opts {
     pub only: Only,
     /// Keep the work directory.
     pub keep_dir: bool,
+    /// Measure the floor loop's idle CPU too.
+    pub floor: bool,
 }
 
 /// Parse the benchmark's arguments (a leading `--` is ignored).
@@ -143,6 +162,26 @@ pub fn parse(args: &[String]) -> anyhow::Result<Mode> {
             .parse()
             .with_context(|| format!("--responder port `{port}` is not a UDP port"))?;
         return Ok(Mode::Responder { name, port });
+    }
+    if let Some(f) = cli.floor {
+        let [peer, port, us, bytes] = f.as_slice() else {
+            anyhow::bail!("--floor needs PEER PORT PERIOD_US BYTES");
+        };
+        let us: u64 = us
+            .parse()
+            .with_context(|| format!("--floor period `{us}`"))?;
+        return Ok(Mode::Floor {
+            peer: peer
+                .parse()
+                .with_context(|| format!("--floor peer `{peer}`"))?,
+            port: port
+                .parse()
+                .with_context(|| format!("--floor port `{port}`"))?,
+            period: Duration::from_micros(us.max(100)),
+            bytes: bytes
+                .parse()
+                .with_context(|| format!("--floor bytes `{bytes}`"))?,
+        });
     }
     let only = match cli.only.as_deref() {
         None => Only::Both,
@@ -185,6 +224,7 @@ pub fn parse(args: &[String]) -> anyhow::Result<Mode> {
         ours_deadtime: Duration::from_millis(cli.ours_deadtime_ms),
         only,
         keep_dir: cli.keep_dir,
+        floor: !cli.no_floor,
     }))
 }
 
@@ -196,7 +236,7 @@ mod tests {
         let args: Vec<String> = args.iter().map(|s| s.to_string()).collect();
         match parse(&args).unwrap() {
             Mode::Bench(o) => o,
-            Mode::Responder { .. } => panic!("expected the bench mode"),
+            other => panic!("expected the bench mode, got {other:?}"),
         }
     }
 
@@ -229,11 +269,28 @@ mod tests {
             .collect();
         match parse(&args).unwrap() {
             Mode::Responder { name, port } => assert_eq!((name.as_str(), port), ("A", 7777)),
-            Mode::Bench(_) => panic!("expected the responder mode"),
+            other => panic!("expected the responder mode, got {other:?}"),
+        }
+        let floor: Vec<String> = ["--floor", "10.77.0.2", "7796", "6000", "128"]
+            .iter()
+            .map(|s| s.to_string())
+            .collect();
+        match parse(&floor).unwrap() {
+            Mode::Floor {
+                peer,
+                port,
+                period,
+                bytes,
+            } => {
+                assert_eq!(peer, std::net::Ipv4Addr::new(10, 77, 0, 2));
+                assert_eq!((port, period, bytes), (7796, Duration::from_millis(6), 128));
+            }
+            other => panic!("expected the floor mode, got {other:?}"),
         }
         let bad = |a: &[&str]| parse(&a.iter().map(|s| s.to_string()).collect::<Vec<_>>());
         assert!(bad(&["--probe-us", "5000"]).is_err());
         assert!(bad(&["--ours-keepalive-ms", "5", "--ours-deadtime-ms", "10"]).is_err());
         assert!(bad(&["--only", "heartbeat"]).is_err());
+        assert!(bad(&["--floor", "nowhere", "7796", "6000", "128"]).is_err());
     }
 }
