@@ -8,12 +8,29 @@
 //! `negotiatetimeout`, `connecttimeout`, `failurecount`, `quiescent`. Directives only about
 //! logging, mail or process handling are accepted and ignored; anything else is an error with
 //! `file:line`.
+//!
+//! Negotiate checks by `service` (given, or guessed from the port like ldirectord does):
+//! - `http`: HTTP GET of `request` (default `/`), Host = `virtualhost`, status 200 and
+//!   `receive` as a substring of the body.
+//! - `https`: the same over TLS, without certificate verification (ldirectord does not verify
+//!   either); SNI = `virtualhost` when it is a DNS name.
+//! - `smtp`, `ftp`, `pop`, `imap`, `nntp`: a banner check expecting the greeting (`220`,
+//!   `220`, `+OK`, `* OK`, `200`) instead of ldirectord's full protocol session (login and
+//!   database directives are ignored); `request` is sent first and `receive` replaces the
+//!   expected text when given.
+//! - `simpletcp`: a banner check: `request` (optional, `\n`, `\r`, `\t` and `\\` unescaped
+//!   as ldirectord does for `\n`) is sent, `receive` (required) must appear.
+//!
+//! `receive` is a Perl regular expression for ldirectord; here it is a plain substring (a
+//! warning is recorded when it contains regex metacharacters). Other services (dns, ldap,
+//! mysql, sip, ...) become TCP connect checks with a warning.
 
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::time::Duration;
 
 use crate::checker::{
-    CheckKind, CheckSpec, FailureAction, MonitorConfig, MonitoredReal, MonitoredService,
+    CheckKind, CheckSpec, FailureAction, MonitorConfig, MonitoredReal, MonitoredService, TlsCheck,
+    banner,
 };
 use crate::error::{Error, Result};
 use crate::model::*;
@@ -285,6 +302,9 @@ fn service_for_port(port: u16) -> Option<&'static str> {
         21 => Some("ftp"),
         25 => Some("smtp"),
         53 => Some("dns"),
+        110 => Some("pop"),
+        119 => Some("nntp"),
+        143 => Some("imap"),
         _ => None,
     }
 }
@@ -354,7 +374,7 @@ fn build_virtual(
     } else {
         FailureAction::Remove
     };
-    let http = |request: Option<&str>, receive: Option<&str>| {
+    let http = |request: Option<&str>, receive: Option<&str>, tls: Option<TlsCheck>| {
         let mut path = request.or(vs.request.as_deref()).unwrap_or("/").to_string();
         if !path.starts_with('/') {
             path.insert(0, '/');
@@ -364,7 +384,59 @@ fn build_virtual(
             host: vs.virtualhost.clone(),
             expect_status: 200,
             expect_substring: receive.or(vs.receive.as_deref()).map(str::to_string),
+            tls,
         }
+    };
+    // The check ldirectord's `negotiate` does for the service, with its timeout.
+    let negotiate = |request: Option<&str>,
+                     receive: Option<&str>,
+                     warnings: &mut Vec<String>|
+     -> std::result::Result<(CheckKind, u64), String> {
+        let request = request.or(vs.request.as_deref());
+        let receive = receive.or(vs.receive.as_deref());
+        if let Some(r) = receive
+            && r.contains(|c| "^$.*+?()[]{}|\\".contains(c))
+        {
+            warnings.push(format!(
+                "virtual {} (line {}): receive {r:?} is matched as plain text, not as a regular expression",
+                vs.addr, vs.line
+            ));
+        }
+        Ok(match svc_name.as_deref() {
+            Some("http") => (http(request, receive, None), negotiate_timeout),
+            Some("https") => (
+                http(request, receive, Some(TlsCheck::insecure())),
+                negotiate_timeout,
+            ),
+            Some("simpletcp") => {
+                let expect = receive.ok_or_else(|| {
+                    format!(
+                        "service simpletcp (virtual at line {}) needs receive= (in the virtual block or as the 5th word of real=)",
+                        vs.line
+                    )
+                })?;
+                let kind = CheckKind::Banner {
+                    send: request.map(unescape),
+                    expect: expect.to_string(),
+                };
+                (kind, negotiate_timeout)
+            }
+            Some(svc) if banner::default_expect(svc).is_some() => {
+                let expect = receive.or(banner::default_expect(svc)).unwrap_or_default();
+                let kind = CheckKind::Banner {
+                    send: request.map(unescape),
+                    expect: expect.to_string(),
+                };
+                (kind, negotiate_timeout)
+            }
+            other => {
+                warnings.push(format!(
+                    "virtual {} (line {}): negotiate check for service {:?} imported as a TCP connect check",
+                    vs.addr, vs.line, other.unwrap_or("unknown")
+                ));
+                (CheckKind::Connect, connect_timeout)
+            }
+        })
     };
     let spec_for = |request: Option<&str>,
                     receive: Option<&str>,
@@ -372,16 +444,7 @@ fn build_virtual(
      -> std::result::Result<Option<CheckSpec>, String> {
         let (kind, timeout) = match checktype.as_str() {
             "connect" => (CheckKind::Connect, connect_timeout),
-            "negotiate" => match svc_name.as_deref() {
-                Some("http") => (http(request, receive), negotiate_timeout),
-                other => {
-                    warnings.push(format!(
-                        "virtual {} (line {}): negotiate check for service {:?} imported as a TCP connect check",
-                        vs.addr, vs.line, other.unwrap_or("unknown")
-                    ));
-                    (CheckKind::Connect, connect_timeout)
-                }
-            },
+            "negotiate" => negotiate(request, receive, warnings)?,
             "external" | "external-perl" => {
                 let program = vs
                     .checkcommand
@@ -405,8 +468,12 @@ fn build_virtual(
                 ));
                 (CheckKind::Connect, connect_timeout)
             }
+            // ldirectord: connect checks with a negotiate every Nth time; we always negotiate
+            // protocols we speak (a stronger check) and connect otherwise.
             n if n.bytes().all(|b| b.is_ascii_digit()) => match svc_name.as_deref() {
-                Some("http") => (http(request, receive), negotiate_timeout),
+                Some("http" | "https" | "simpletcp" | "smtp" | "ftp" | "pop" | "imap" | "nntp") => {
+                    negotiate(request, receive, warnings)?
+                }
                 _ => (CheckKind::Connect, connect_timeout),
             },
             t => return Err(format!("unknown checktype {t:?}")),
@@ -498,6 +565,31 @@ fn build_virtual(
         fallback,
         on_failure,
     })
+}
+
+/// ldirectord's request escapes (it turns `\n` into a newline); `\r`, `\t` and `\\` as
+/// well, since line protocols want CRLF. Other backslashes stay.
+fn unescape(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    let mut it = s.chars();
+    while let Some(c) = it.next() {
+        if c != '\\' {
+            out.push(c);
+            continue;
+        }
+        match it.next() {
+            Some('n') => out.push('\n'),
+            Some('r') => out.push('\r'),
+            Some('t') => out.push('\t'),
+            Some('\\') => out.push('\\'),
+            Some(o) => {
+                out.push('\\');
+                out.push(o);
+            }
+            None => out.push('\\'),
+        }
+    }
+    out
 }
 
 /// Identity of a file's content for change detection (modification time and length).
@@ -599,7 +691,8 @@ virtual=1
                 path: "/index.html".into(),
                 host: Some("some.domain.com.au".into()),
                 expect_status: 200,
-                expect_substring: Some("Test Page".into())
+                expect_substring: Some("Test Page".into()),
+                tls: None,
             }
         );
         assert_eq!(a.fallback.unwrap().addr, "127.0.0.1:80".parse().unwrap());
@@ -635,5 +728,140 @@ virtual=1
         assert!(e.to_string().starts_with("y.cf:3: "), "{e}");
         let e = parse_ldirectord("virtual=host.example:80\n", "z.cf").unwrap_err();
         assert!(e.to_string().starts_with("z.cf:1: "), "{e}");
+    }
+
+    fn kind_of(cf: &str) -> CheckKind {
+        let c = parse_ldirectord(cf, "t.cf").unwrap();
+        c.monitor.services[0].reals[0]
+            .check
+            .as_ref()
+            .unwrap()
+            .kind
+            .clone()
+    }
+
+    #[test]
+    fn https_negotiate_is_an_unverified_tls_http_check() {
+        let cf = "virtual=10.0.0.1:443\n\treal=10.0.0.2:443 masq\n\tservice=https\n\trequest=\"health\"\n\treceive=\"up\"\n\tvirtualhost=www.example.com\n";
+        let c = parse_ldirectord(cf, "t.cf").unwrap();
+        assert!(c.warnings.is_empty(), "{:?}", c.warnings);
+        let spec = c.monitor.services[0].reals[0].check.clone().unwrap();
+        assert_eq!(spec.timeout, Duration::from_secs(30));
+        assert_eq!(
+            spec.kind,
+            CheckKind::Http {
+                path: "/health".into(),
+                host: Some("www.example.com".into()),
+                expect_status: 200,
+                expect_substring: Some("up".into()),
+                tls: Some(TlsCheck::insecure()),
+            }
+        );
+        // Port 443 implies https; per-real request/receive override the block's.
+        let k = kind_of(
+            "virtual=10.0.0.1:443\n\treal=10.0.0.2:443 gate 1 \"/a\" \"b\"\n\treceive=zzz\n",
+        );
+        assert_eq!(
+            k,
+            CheckKind::Http {
+                path: "/a".into(),
+                host: None,
+                expect_status: 200,
+                expect_substring: Some("b".into()),
+                tls: Some(TlsCheck::default()),
+            }
+        );
+        // Combined checktype=N negotiates https too.
+        let k = kind_of("virtual=10.0.0.1:443\n\treal=10.0.0.2:443\n\tchecktype=3\n");
+        assert!(matches!(k, CheckKind::Http { tls: Some(_), .. }), "{k:?}");
+    }
+
+    #[test]
+    fn line_protocols_become_banner_checks() {
+        let banner = |send: Option<&str>, expect: &str| CheckKind::Banner {
+            send: send.map(str::to_string),
+            expect: expect.into(),
+        };
+        for (svc, expect) in [
+            ("smtp", "220"),
+            ("ftp", "220"),
+            ("pop", "+OK"),
+            ("imap", "* OK"),
+            ("nntp", "200"),
+        ] {
+            let cf = format!("virtual=10.0.0.1:9000\n\treal=10.0.0.2\n\tservice={svc}\n");
+            let c = parse_ldirectord(&cf, "t.cf").unwrap();
+            assert!(c.warnings.is_empty(), "{svc}: {:?}", c.warnings);
+            assert_eq!(
+                c.monitor.services[0].reals[0].check.as_ref().unwrap().kind,
+                banner(None, expect),
+                "{svc}"
+            );
+        }
+        // Guessed from the port.
+        assert_eq!(
+            kind_of("virtual=10.0.0.1:25\n\treal=10.0.0.2\n"),
+            banner(None, "220")
+        );
+        assert_eq!(
+            kind_of("virtual=10.0.0.1:143\n\treal=10.0.0.2\n"),
+            banner(None, "* OK")
+        );
+        // request / receive override the defaults.
+        assert_eq!(
+            kind_of(
+                "virtual=10.0.0.1:110\n\treal=10.0.0.2\n\trequest=\"CAPA\\r\\n\"\n\treceive=\"SASL\"\n"
+            ),
+            banner(Some("CAPA\r\n"), "SASL")
+        );
+        // simpletcp: request unescaped, receive required.
+        assert_eq!(
+            kind_of(
+                "virtual=10.0.0.1:7000\n\treal=10.0.0.2\n\tservice=simpletcp\n\trequest=\"PING\\n\"\n\treceive=\"PONG\"\n"
+            ),
+            banner(Some("PING\n"), "PONG")
+        );
+        assert_eq!(
+            kind_of(
+                "virtual=10.0.0.1:7000\n\treal=10.0.0.2 gate 1 \"\" \"hello\"\n\tservice=simpletcp\n"
+            ),
+            banner(Some(""), "hello")
+        );
+        let e = parse_ldirectord(
+            "virtual=10.0.0.1:7000\n\tservice=simpletcp\n\trequest=\"PING\"\n\treal=10.0.0.2\n",
+            "s.cf",
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(e.starts_with("s.cf:4: "), "{e}");
+        assert!(e.contains("simpletcp") && e.contains("receive"), "{e}");
+    }
+
+    #[test]
+    fn other_services_fall_back_to_connect_with_a_warning() {
+        let c = parse_ldirectord(
+            "virtual=10.0.0.1:389\n\treal=10.0.0.2\n\tservice=ldap\n",
+            "t.cf",
+        )
+        .unwrap();
+        assert_eq!(
+            c.monitor.services[0].reals[0].check.as_ref().unwrap().kind,
+            CheckKind::Connect
+        );
+        assert_eq!(c.warnings.len(), 1);
+        assert!(c.warnings[0].contains("ldap"), "{:?}", c.warnings);
+        // A regex receive is flagged: we match plain text.
+        let c = parse_ldirectord(
+            "virtual=10.0.0.1:80\n\treal=10.0.0.2\n\treceive=\"^OK.*\"\n",
+            "t.cf",
+        )
+        .unwrap();
+        assert!(c.warnings.iter().any(|w| w.contains("regular expression")));
+    }
+
+    #[test]
+    fn request_escapes() {
+        assert_eq!(unescape(r"A\r\nB\tC\\D\x"), "A\r\nB\tC\\D\\x");
+        assert_eq!(unescape("tail\\"), "tail\\");
     }
 }

@@ -6,8 +6,16 @@
 //! remove on failure, restore on recovery, fallback server while every real server is down,
 //! configuration reload as a minimal diff that keeps the state of unchanged probes). The
 //! [`driver`] runs the probes on tokio from one task with a deadline heap ([`Schedule`]);
-//! [`probe`] holds the probes, [`syn`] and [`synprobe`] the half-open `tcp_syn` check.
+//! [`probe`] holds the probes, [`syn`] and [`synprobe`] the half-open `tcp_syn` check,
+//! [`tls`] the TLS side of HTTPS checks and [`banner`] the banner / line-protocol check.
+//!
+//! Check kinds ([`CheckKind`]): TCP connect, half-open SYN, HTTP GET, HTTPS GET (the HTTP
+//! check with `tls: Some(`[`TlsCheck`]`)`; no certificate verification unless a CA file is
+//! given), banner (connect, optionally send a request, expect a substring: ldirectord
+//! `simpletcp` and its smtp/ftp/pop/imap/nntp negotiate checks), external command, and the
+//! static always-up/always-down.
 
+pub mod banner;
 pub mod driver;
 mod idhash;
 mod monitor;
@@ -15,9 +23,11 @@ pub mod probe;
 mod schedule;
 pub mod syn;
 pub mod synprobe;
+pub mod tls;
 
 pub use monitor::{Monitor, ProbeId, ProbeOutcome, Reconfigured};
 pub use schedule::Schedule;
+pub use tls::TlsCheck;
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -36,7 +46,8 @@ pub enum CheckKind {
     /// (does the port accept connections?) at a fraction of the cost; needs CAP_NET_RAW and
     /// IPv4 (IPv6 endpoints fall back to a connect). Servers may log the reset handshakes.
     TcpSyn,
-    /// HTTP GET (ldirectord `negotiate` for http, keepalived HTTP_GET).
+    /// HTTP GET (ldirectord `negotiate` for http, keepalived HTTP_GET), or HTTPS GET with
+    /// `tls: Some(..)` (ldirectord `negotiate` for https, keepalived SSL_GET).
     Http {
         /// Request path, e.g. `/health`.
         path: String,
@@ -46,6 +57,20 @@ pub enum CheckKind {
         expect_status: u16,
         /// Substring the response body must contain (ldirectord `receive`).
         expect_substring: Option<String>,
+        /// Speak TLS (HTTPS). [`TlsCheck::default()`] does not verify the certificate (like
+        /// ldirectord and keepalived) and sends the Host name as SNI; see [`TlsCheck`].
+        tls: Option<TlsCheck>,
+    },
+    /// Banner / line check (ldirectord `simpletcp`, and its smtp, ftp, pop, imap, nntp
+    /// negotiate checks reduced to the greeting): connect, send `send` if any, read until
+    /// `expect` appears (up to [`banner::BANNER_READ_LIMIT`] bytes); the peer closing, too
+    /// much data or the timeout without it is down. Closed with an RST like
+    /// [`CheckKind::Connect`].
+    Banner {
+        /// Bytes to send after connecting (sent as is: include the line end, e.g. `\r\n`).
+        send: Option<String>,
+        /// Substring the received data must contain, e.g. `220` for SMTP.
+        expect: String,
     },
     /// External program (keepalived MISC_CHECK, ldirectord `external`): exit 0 = up, 1 = down;
     /// with `dynamic`, 2-255 = up with weight exit-2 (misc_dynamic). The endpoint is passed as

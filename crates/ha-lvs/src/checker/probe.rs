@@ -1,5 +1,5 @@
-//! The probes themselves: TCP connect, half-open SYN, HTTP GET, external command. Each is one
-//! async call bounded by the check's timeout.
+//! The probes themselves: TCP connect, half-open SYN, HTTP(S) GET, banner, external command.
+//! Each is one async call bounded by the check's timeout.
 
 use std::net::SocketAddr;
 use std::process::Stdio;
@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use tokio::io::unix::AsyncFd;
 
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::TcpStream;
 
 use super::syn::Verdict;
@@ -106,15 +106,25 @@ pub async fn run_probe_in(key: &ProbeKey, ctx: &ProbeContext) -> ProbeOutcome {
                 host,
                 expect_status,
                 expect_substring,
+                tls,
             } => {
-                http(
-                    target,
+                let req = HttpRequest {
                     path,
-                    host.as_deref(),
-                    *expect_status,
-                    expect_substring.as_deref(),
-                )
-                .await
+                    host: host.as_deref(),
+                    expect_status: *expect_status,
+                    expect: expect_substring.as_deref(),
+                };
+                match tls {
+                    None => http(target, connect(target).await?, &req).await,
+                    Some(tls) => {
+                        let tcp = connect(target).await?;
+                        let s = super::tls::handshake(tcp, target, tls, req.host).await?;
+                        http(target, s, &req).await
+                    }
+                }
+            }
+            CheckKind::Banner { send, expect } => {
+                super::banner::banner(target, send.as_deref(), expect).await
             }
             CheckKind::Command {
                 program,
@@ -216,15 +226,21 @@ fn contains(hay: &[u8], needle: &[u8]) -> bool {
     needle.is_empty() || hay.windows(needle.len()).any(|w| w == needle)
 }
 
-async fn http(
-    target: SocketAddr,
-    path: &str,
-    host: Option<&str>,
+/// What an HTTP(S) check asks and expects.
+struct HttpRequest<'a> {
+    path: &'a str,
+    host: Option<&'a str>,
     expect_status: u16,
-    expect: Option<&str>,
-) -> Result<ProbeOutcome, String> {
-    let mut s = connect(target).await?;
-    let host = host.map(str::to_string).unwrap_or_else(|| match target {
+    expect: Option<&'a str>,
+}
+
+/// One HTTP/1.0 exchange over `s` (plain TCP or TLS).
+async fn http<S>(target: SocketAddr, mut s: S, r: &HttpRequest<'_>) -> Result<ProbeOutcome, String>
+where
+    S: AsyncRead + AsyncWrite + Unpin,
+{
+    let (path, expect_status, expect) = (r.path, r.expect_status, r.expect);
+    let host = r.host.map(str::to_string).unwrap_or_else(|| match target {
         SocketAddr::V4(a) => a.to_string(),
         SocketAddr::V6(a) => format!("[{}]:{}", a.ip(), a.port()),
     });
@@ -235,13 +251,19 @@ async fn http(
     s.write_all(req.as_bytes())
         .await
         .map_err(|e| format!("send request to {target}: {e}"))?;
+    // TLS buffers writes until flushed.
+    s.flush()
+        .await
+        .map_err(|e| format!("send request to {target}: {e}"))?;
     let mut buf = Vec::with_capacity(4096);
     let mut chunk = [0u8; 4096];
     loop {
-        let n = s
-            .read(&mut chunk)
-            .await
-            .map_err(|e| format!("read from {target}: {e}"))?;
+        let n = match s.read(&mut chunk).await {
+            Ok(n) => n,
+            // Many HTTPS servers close without a TLS close_notify; what arrived still counts.
+            Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof && !buf.is_empty() => 0,
+            Err(e) => return Err(format!("read from {target}: {e}")),
+        };
         if n == 0 {
             break;
         }

@@ -1,0 +1,355 @@
+//! HTTPS checks against in-process TLS servers on 127.0.0.1 (no root needed): certificates
+//! made by rcgen in the test, servers by tokio-rustls.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use ha_lvs::checker::probe::run_probe;
+use ha_lvs::checker::{CheckKind, CheckSpec, ProbeKey, ProbeOutcome, TlsCheck};
+use rcgen::{BasicConstraints, CertificateParams, DnType, IsCa, KeyPair};
+use rustls::ServerConfig;
+use rustls::pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
+use tokio_rustls::TlsAcceptor;
+
+/// A CA, and a server certificate it signed for `www.example.test` and 127.0.0.1.
+struct Pki {
+    ca_pem: String,
+    chain: Vec<CertificateDer<'static>>,
+    key_der: Vec<u8>,
+}
+
+fn pki(ca_name: &str) -> Pki {
+    let ca_key = KeyPair::generate().unwrap();
+    let mut ca = CertificateParams::new(Vec::<String>::new()).unwrap();
+    ca.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+    ca.distinguished_name.push(DnType::CommonName, ca_name);
+    let ca_cert = ca.self_signed(&ca_key).unwrap();
+    let key = KeyPair::generate().unwrap();
+    let mut leaf =
+        CertificateParams::new(vec!["www.example.test".to_string(), "127.0.0.1".into()]).unwrap();
+    leaf.distinguished_name
+        .push(DnType::CommonName, "www.example.test");
+    let leaf_cert = leaf.signed_by(&key, &ca_cert, &ca_key).unwrap();
+    Pki {
+        ca_pem: ca_cert.pem(),
+        chain: vec![leaf_cert.der().clone(), ca_cert.der().clone()],
+        key_der: key.serialize_der(),
+    }
+}
+
+/// What the server saw of each connection: SNI and request head.
+#[derive(Default)]
+struct Seen {
+    sni: Vec<Option<String>>,
+    requests: Vec<String>,
+}
+
+/// How the test server ends a response.
+#[derive(Clone, Copy)]
+enum Close {
+    /// TLS close_notify, then FIN.
+    Clean,
+    /// Drop the connection without close_notify (common in the wild).
+    Abrupt,
+}
+
+async fn read_head<S: tokio::io::AsyncRead + Unpin>(s: &mut S) -> String {
+    let mut buf = Vec::new();
+    let mut b = [0u8; 1024];
+    while !buf.windows(4).any(|w| w == b"\r\n\r\n") {
+        match s.read(&mut b).await {
+            Ok(0) | Err(_) => break,
+            Ok(n) => buf.extend_from_slice(&b[..n]),
+        }
+    }
+    String::from_utf8_lossy(&buf).into_owned()
+}
+
+/// An HTTPS server answering every request with `response`.
+async fn https_server(
+    p: &Pki,
+    response: &'static str,
+    close: Close,
+) -> (SocketAddr, Arc<Mutex<Seen>>) {
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let cfg = ServerConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_no_client_auth()
+        .with_single_cert(
+            p.chain.clone(),
+            PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(p.key_der.clone())),
+        )
+        .unwrap();
+    let acceptor = TlsAcceptor::from(Arc::new(cfg));
+    let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = l.local_addr().unwrap();
+    let seen = Arc::new(Mutex::new(Seen::default()));
+    let seen2 = seen.clone();
+    tokio::spawn(async move {
+        loop {
+            let Ok((tcp, _)) = l.accept().await else {
+                return;
+            };
+            let acceptor = acceptor.clone();
+            let seen = seen2.clone();
+            tokio::spawn(async move {
+                // Handshake failures (the client rejected our certificate) end the connection.
+                let Ok(mut s) = acceptor.accept(tcp).await else {
+                    return;
+                };
+                let sni = s.get_ref().1.server_name().map(str::to_string);
+                let head = read_head(&mut s).await;
+                {
+                    let mut g = seen.lock().unwrap();
+                    g.sni.push(sni);
+                    g.requests.push(head);
+                }
+                let _ = s.write_all(response.as_bytes()).await;
+                let _ = s.flush().await;
+                if let Close::Clean = close {
+                    let _ = s.shutdown().await;
+                }
+            });
+        }
+    });
+    (addr, seen)
+}
+
+/// A plain-HTTP server (an HTTPS check against it must fail).
+async fn http_server(response: &'static str) -> SocketAddr {
+    let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = l.local_addr().unwrap();
+    tokio::spawn(async move {
+        loop {
+            let Ok((mut s, _)) = l.accept().await else {
+                return;
+            };
+            tokio::spawn(async move {
+                // Like a real server: a request gets the response, anything else (a TLS
+                // ClientHello) a 400 and the connection closed.
+                let mut first = [0u8; 3];
+                if s.read_exact(&mut first).await.is_err() {
+                    return;
+                }
+                if &first == b"GET" {
+                    let _ = read_head(&mut s).await;
+                    let _ = s.write_all(response.as_bytes()).await;
+                } else {
+                    let _ = s.write_all(b"HTTP/1.1 400 Bad Request\r\n\r\n").await;
+                }
+            });
+        }
+    });
+    addr
+}
+
+const OK: &str = "HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\n\r\nstatus: healthy\n";
+
+fn key(target: SocketAddr, host: Option<&str>, expect: Option<&str>, tls: TlsCheck) -> ProbeKey {
+    let mut spec = CheckSpec::new(CheckKind::Http {
+        path: "/health".into(),
+        host: host.map(str::to_string),
+        expect_status: 200,
+        expect_substring: expect.map(str::to_string),
+        tls: Some(tls),
+    });
+    spec.timeout = Duration::from_secs(3);
+    ProbeKey { target, spec }
+}
+
+fn down_reason(o: ProbeOutcome) -> String {
+    match o {
+        ProbeOutcome::Down(r) => r,
+        other => panic!("expected down, got {other:?}"),
+    }
+}
+
+fn write_ca(dir: &tempfile::TempDir, name: &str, pem: &str) -> PathBuf {
+    let f = dir.path().join(name);
+    std::fs::write(&f, pem).unwrap();
+    f
+}
+
+#[tokio::test]
+async fn https_up_on_status_and_substring_with_sni() {
+    let p = pki("Test CA");
+    let (addr, seen) = https_server(&p, OK, Close::Clean).await;
+    let o = run_probe(&key(
+        addr,
+        Some("www.example.test"),
+        Some("healthy"),
+        TlsCheck::default(),
+    ))
+    .await;
+    assert_eq!(o, ProbeOutcome::Up);
+    let g = seen.lock().unwrap();
+    assert_eq!(g.sni, vec![Some("www.example.test".to_string())]);
+    assert!(
+        g.requests[0].starts_with("GET /health HTTP/1.0\r\n"),
+        "{:?}",
+        g.requests
+    );
+    assert!(
+        g.requests[0].contains("\r\nHost: www.example.test\r\n"),
+        "{:?}",
+        g.requests
+    );
+}
+
+#[tokio::test]
+async fn https_without_close_notify_still_counts() {
+    let p = pki("Test CA");
+    let (addr, _) = https_server(&p, OK, Close::Abrupt).await;
+    let o = run_probe(&key(addr, None, Some("healthy"), TlsCheck::default())).await;
+    assert_eq!(o, ProbeOutcome::Up);
+}
+
+#[tokio::test]
+async fn no_sni_for_an_address() {
+    let p = pki("Test CA");
+    let (addr, seen) = https_server(&p, OK, Close::Clean).await;
+    assert_eq!(
+        run_probe(&key(addr, None, None, TlsCheck::default())).await,
+        ProbeOutcome::Up
+    );
+    let with_port = format!("127.0.0.1:{}", addr.port());
+    assert_eq!(
+        run_probe(&key(addr, Some(&with_port), None, TlsCheck::default())).await,
+        ProbeOutcome::Up
+    );
+    let g = seen.lock().unwrap();
+    assert_eq!(g.sni, vec![None, None]);
+    assert!(
+        g.requests[0].contains(&format!("\r\nHost: {addr}\r\n")),
+        "{:?}",
+        g.requests
+    );
+}
+
+#[tokio::test]
+async fn https_down_on_wrong_status_or_missing_text() {
+    let p = pki("Test CA");
+    let (busy, _) = https_server(&p, "HTTP/1.1 503 Busy\r\n\r\nhealthy", Close::Clean).await;
+    let r = down_reason(run_probe(&key(busy, None, Some("healthy"), TlsCheck::default())).await);
+    assert!(r.contains("503") && r.contains(&busy.to_string()), "{r}");
+    let (ok, _) = https_server(&p, OK, Close::Clean).await;
+    let r = down_reason(run_probe(&key(ok, None, Some("sick"), TlsCheck::default())).await);
+    assert!(r.contains("lacks \"sick\""), "{r}");
+}
+
+#[tokio::test]
+async fn https_down_against_plain_http_and_closed_port() {
+    let plain = http_server(OK).await;
+    // The same server passes a plain HTTP check: the failure below is the TLS.
+    let mut plain_key = key(plain, None, Some("healthy"), TlsCheck::default());
+    if let CheckKind::Http { tls, .. } = &mut plain_key.spec.kind {
+        *tls = None;
+    }
+    assert_eq!(run_probe(&plain_key).await, ProbeOutcome::Up);
+    let r = down_reason(run_probe(&key(plain, None, Some("healthy"), TlsCheck::default())).await);
+    eprintln!("plain HTTP server: {r}");
+    assert!(
+        r.contains("TLS handshake with") && r.contains(&plain.to_string()),
+        "{r}"
+    );
+
+    let closed = {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        l.local_addr().unwrap()
+    };
+    let r = down_reason(run_probe(&key(closed, None, None, TlsCheck::default())).await);
+    assert!(r.contains(&format!("connect {closed}")), "{r}");
+}
+
+#[tokio::test]
+async fn https_times_out_on_a_silent_server() {
+    let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = l.local_addr().unwrap();
+    let hold = tokio::spawn(async move {
+        let mut conns: Vec<TcpStream> = Vec::new();
+        while let Ok((s, _)) = l.accept().await {
+            conns.push(s); // accept, never answer the ClientHello
+        }
+    });
+    let mut k = key(addr, None, None, TlsCheck::default());
+    k.spec.timeout = Duration::from_millis(300);
+    let r = down_reason(run_probe(&k).await);
+    assert!(r.contains("no answer within 300 ms"), "{r}");
+    hold.abort();
+}
+
+#[tokio::test]
+async fn verification_is_opt_in_and_checks_ca_and_name() {
+    let dir = tempfile::tempdir().unwrap();
+    let p = pki("Right CA");
+    let other = pki("Other CA");
+    let right_ca = write_ca(&dir, "right.pem", &p.ca_pem);
+    let wrong_ca = write_ca(&dir, "wrong.pem", &other.ca_pem);
+    let (addr, _) = https_server(&p, OK, Close::Clean).await;
+    let host = Some("www.example.test");
+
+    // Untrusted issuer.
+    let r =
+        down_reason(run_probe(&key(addr, host, None, TlsCheck::verified(&wrong_ca, None))).await);
+    eprintln!("untrusted: {r}");
+    assert!(
+        r.contains(&addr.to_string()) && r.contains("certificate"),
+        "{r}"
+    );
+    // Right CA, name from the Host header.
+    assert_eq!(
+        run_probe(&key(
+            addr,
+            host,
+            Some("healthy"),
+            TlsCheck::verified(&right_ca, None)
+        ))
+        .await,
+        ProbeOutcome::Up
+    );
+    // Right CA, explicit name.
+    let named = TlsCheck::verified(&right_ca, Some("www.example.test".into()));
+    assert_eq!(
+        run_probe(&key(addr, None, None, named)).await,
+        ProbeOutcome::Up
+    );
+    // Right CA, name the certificate does not carry.
+    let r = down_reason(
+        run_probe(&key(
+            addr,
+            Some("other.example.test"),
+            None,
+            TlsCheck::verified(&right_ca, None),
+        ))
+        .await,
+    );
+    assert!(
+        r.contains("other.example.test") && r.contains("certificate"),
+        "{r}"
+    );
+    // Right CA, no name at all: the endpoint address must be in the certificate (it is).
+    assert_eq!(
+        run_probe(&key(addr, None, None, TlsCheck::verified(&right_ca, None))).await,
+        ProbeOutcome::Up
+    );
+    // A CA file that cannot be read names the file and the endpoint.
+    let missing = dir.path().join("missing.pem");
+    let r =
+        down_reason(run_probe(&key(addr, host, None, TlsCheck::verified(&missing, None))).await);
+    assert!(
+        r.contains("missing.pem") && r.contains(&addr.to_string()),
+        "{r}"
+    );
+    // Without verification the other CA's server is fine.
+    let (other_addr, _) = https_server(&other, OK, Close::Clean).await;
+    assert_eq!(
+        run_probe(&key(other_addr, host, None, TlsCheck::insecure())).await,
+        ProbeOutcome::Up
+    );
+}
