@@ -24,6 +24,9 @@
 //! `receive` is a Perl regular expression for ldirectord; here it is a plain substring (a
 //! warning is recorded when it contains regex metacharacters). Other services (dns, ldap,
 //! mysql, sip, ...) become TCP connect checks with a warning.
+//!
+//! `checktype=ping` becomes an ICMP echo check ([`CheckKind::Ping`]) with the connect timeout
+//! (`checktimeout`, else `connecttimeout`, else 5 s).
 
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::time::Duration;
@@ -461,13 +464,7 @@ fn build_virtual(
             }
             "on" => (CheckKind::AlwaysUp, connect_timeout),
             "off" => (CheckKind::AlwaysDown, connect_timeout),
-            "ping" => {
-                warnings.push(format!(
-                    "virtual {} (line {}): ping check imported as a TCP connect check",
-                    vs.addr, vs.line
-                ));
-                (CheckKind::Connect, connect_timeout)
-            }
+            "ping" => (CheckKind::Ping, connect_timeout),
             // ldirectord: connect checks with a negotiate every Nth time; we always negotiate
             // protocols we speak (a stronger check) and connect otherwise.
             n if n.bytes().all(|b| b.is_ascii_digit()) => match svc_name.as_deref() {
@@ -857,6 +854,36 @@ virtual=1
         )
         .unwrap();
         assert!(c.warnings.iter().any(|w| w.contains("regular expression")));
+    }
+
+    #[test]
+    fn ping_checktype_imports_as_an_icmp_echo_check() {
+        let c = parse_ldirectord(
+            "checktimeout=4\nvirtual=10.0.0.1:80\n\treal=10.0.0.2\n\treal=10.0.0.3 masq\n\tchecktype=ping\n\tconnecttimeout=2\n\tcheckinterval=3\n\tfailurecount=2\n",
+            "p.cf",
+        )
+        .unwrap();
+        assert!(c.warnings.is_empty(), "{:?}", c.warnings);
+        let reals = &c.monitor.services[0].reals;
+        assert_eq!(reals.len(), 2);
+        for r in reals {
+            let spec = r.check.as_ref().unwrap();
+            assert_eq!(spec.kind, CheckKind::Ping);
+            // checktimeout wins over connecttimeout, as for connect checks.
+            assert_eq!(spec.timeout, Duration::from_secs(4));
+            assert_eq!(spec.interval, Duration::from_secs(3));
+            assert_eq!(spec.fall, 2);
+        }
+        let c = parse_ldirectord(
+            "virtual=10.0.0.1:80\n\treal=10.0.0.2\n\tchecktype=ping\n\tconnecttimeout=2\n",
+            "p.cf",
+        )
+        .unwrap();
+        let spec = c.monitor.services[0].reals[0].check.clone().unwrap();
+        assert_eq!(
+            (spec.kind, spec.timeout),
+            (CheckKind::Ping, Duration::from_secs(2))
+        );
     }
 
     #[test]

@@ -7,18 +7,21 @@
 //! configuration reload as a minimal diff that keeps the state of unchanged probes). The
 //! [`driver`] runs the probes on tokio from one task with a deadline heap ([`Schedule`]);
 //! [`probe`] holds the probes, [`syn`] and [`synprobe`] the half-open `tcp_syn` check,
-//! [`tls`] the TLS side of HTTPS checks and [`banner`] the banner / line-protocol check.
+//! [`tls`] the TLS side of HTTPS checks, [`banner`] the banner / line-protocol check and
+//! [`icmp`] and [`ping`] the ICMP echo check.
 //!
 //! Check kinds ([`CheckKind`]): TCP connect, half-open SYN, HTTP GET, HTTPS GET (the HTTP
 //! check with `tls: Some(`[`TlsCheck`]`)`; no certificate verification unless a CA file is
 //! given), banner (connect, optionally send a request, expect a substring: ldirectord
-//! `simpletcp` and its smtp/ftp/pop/imap/nntp negotiate checks), external command, and the
-//! static always-up/always-down.
+//! `simpletcp` and its smtp/ftp/pop/imap/nntp negotiate checks), ICMP echo (IPv4 and IPv6),
+//! external command, and the static always-up/always-down.
 
 pub mod banner;
 pub mod driver;
+pub mod icmp;
 mod idhash;
 mod monitor;
+pub mod ping;
 pub mod probe;
 mod schedule;
 pub mod syn;
@@ -43,8 +46,9 @@ pub enum CheckKind {
     Connect,
     /// Half-open TCP check: send a SYN from a raw socket, SYN-ACK = up, RST or silence = down;
     /// the kernel resets the half-open connection. Same question as [`CheckKind::Connect`]
-    /// (does the port accept connections?) at a fraction of the cost; needs CAP_NET_RAW and
-    /// IPv4 (IPv6 endpoints fall back to a connect). Servers may log the reset handshakes.
+    /// (does the port accept connections?) at a fraction of the cost; needs CAP_NET_RAW.
+    /// IPv4 and IPv6 (IPv4 SYNs go out in batches, IPv6 ones one per probe). Servers may log
+    /// the reset handshakes.
     TcpSyn,
     /// HTTP GET (ldirectord `negotiate` for http, keepalived HTTP_GET), or HTTPS GET with
     /// `tls: Some(..)` (ldirectord `negotiate` for https, keepalived SSL_GET).
@@ -72,6 +76,12 @@ pub enum CheckKind {
         /// Substring the received data must contain, e.g. `220` for SMTP.
         expect: String,
     },
+    /// ICMP echo reachability of the real server's address (ldirectord `ping`, keepalived
+    /// PING_CHECK), IPv4 or IPv6; the port is ignored. Up = an echo reply to our request
+    /// within the timeout; an ICMP error or silence = down. Uses an unprivileged ICMP
+    /// datagram socket when `net.ipv4.ping_group_range` allows it, a raw socket
+    /// (CAP_NET_RAW) otherwise; with neither the probe is down saying so. See [`ping`].
+    Ping,
     /// External program (keepalived MISC_CHECK, ldirectord `external`): exit 0 = up, 1 = down;
     /// with `dynamic`, 2-255 = up with weight exit-2 (misc_dynamic). The endpoint is passed as
     /// arguments appended after `args` (host, port) and as HA_LVS_HOST / HA_LVS_PORT.

@@ -1,4 +1,5 @@
-//! The probes themselves: TCP connect, half-open SYN, HTTP(S) GET, banner, external command.
+//! The probes themselves: TCP connect, half-open SYN, HTTP(S) GET, banner, ICMP echo,
+//! external command.
 //! Each is one async call bounded by the check's timeout.
 
 use std::net::SocketAddr;
@@ -98,7 +99,14 @@ pub async fn run_probe_in(key: &ProbeKey, ctx: &ProbeContext) -> ProbeOutcome {
                     }
                     Err(e) => Err(format!("send SYN to {target}: {e}")),
                 },
-                (SocketAddr::V4(_), None, Some(err)) => Err(err.clone()),
+                (SocketAddr::V6(t6), Some(p), _) => match p.probe6(t6).await {
+                    Ok(Verdict::Open) => Ok(ProbeOutcome::Up),
+                    Ok(Verdict::Closed) => {
+                        Err(format!("connect {target}: connection refused (RST to SYN)"))
+                    }
+                    Err(e) => Err(format!("send SYN to {target}: {e}")),
+                },
+                (_, None, Some(err)) => Err(err.clone()),
                 _ => connect_check(target).await.map(|_| ProbeOutcome::Up),
             },
             CheckKind::Http {
@@ -126,6 +134,7 @@ pub async fn run_probe_in(key: &ProbeKey, ctx: &ProbeContext) -> ProbeOutcome {
             CheckKind::Banner { send, expect } => {
                 super::banner::banner(target, send.as_deref(), expect).await
             }
+            CheckKind::Ping => super::ping::echo(target).await.map(|_| ProbeOutcome::Up),
             CheckKind::Command {
                 program,
                 args,
@@ -138,6 +147,11 @@ pub async fn run_probe_in(key: &ProbeKey, ctx: &ProbeContext) -> ProbeOutcome {
     match tokio::time::timeout(t, fut).await {
         Ok(Ok(o)) => o,
         Ok(Err(reason)) => ProbeOutcome::Down(reason),
+        Err(_) if key.spec.kind == CheckKind::Ping => ProbeOutcome::Down(format!(
+            "no echo reply from {} within {}",
+            target.ip(),
+            fmt_dur(t)
+        )),
         Err(_) => ProbeOutcome::Down(format!("no answer within {}", fmt_dur(t))),
     }
 }

@@ -1,10 +1,11 @@
 //! Sans-IO codec of the half-open TCP check (`tcp_syn`): the IPv4+TCP SYN we send and the
-//! replies we read from a raw socket (SYN-ACK = port open, RST = port closed).
+//! replies we read from a raw socket (SYN-ACK = port open, RST = port closed), and the same
+//! for IPv6 ([`Segment6`]), where raw sockets carry the TCP header alone.
 //!
 //! The probe's identity travels in the SYN's sequence number: every reply to a SYN acknowledges
 //! `seq + 1`, so a reply is matched without any per-connection kernel state.
 
-use std::net::Ipv4Addr;
+use std::net::{Ipv4Addr, Ipv6Addr};
 
 /// TCP flag bits.
 pub mod flags {
@@ -129,19 +130,114 @@ impl Segment {
     /// If this is a reply to a SYN we sent with sequence number `seq - 1`... : the verdict and
     /// the acknowledged SYN's sequence number.
     pub fn reply_to_syn(&self) -> Option<(Verdict, u32)> {
-        let syn_seq = self.ack.wrapping_sub(1);
-        let f = self.flags;
-        if f & flags::ACK == 0 {
-            return None;
-        }
-        if f & flags::RST != 0 {
-            Some((Verdict::Closed, syn_seq))
-        } else if f & flags::SYN != 0 {
-            Some((Verdict::Open, syn_seq))
-        } else {
-            None
+        reply_to_syn(self.flags, self.ack)
+    }
+}
+
+/// Verdict of a segment with `f` flags acknowledging `ack`, and the SYN sequence it answers.
+fn reply_to_syn(f: u8, ack: u32) -> Option<(Verdict, u32)> {
+    let syn_seq = ack.wrapping_sub(1);
+    if f & flags::ACK == 0 {
+        return None;
+    }
+    if f & flags::RST != 0 {
+        Some((Verdict::Closed, syn_seq))
+    } else if f & flags::SYN != 0 {
+        Some((Verdict::Open, syn_seq))
+    } else {
+        None
+    }
+}
+
+/// Length of a TCP header without options.
+pub const TCP_HEADER_LEN: usize = 20;
+
+/// An IPv6 TCP segment without options or payload. Raw IPv6 sockets send and deliver the TCP
+/// header alone: the addresses travel beside it (bound source, `sockaddr_in6`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Segment6 {
+    /// IPv6 source.
+    pub src: Ipv6Addr,
+    /// IPv6 destination.
+    pub dst: Ipv6Addr,
+    /// TCP source port.
+    pub sport: u16,
+    /// TCP destination port.
+    pub dport: u16,
+    /// Sequence number.
+    pub seq: u32,
+    /// Acknowledgment number.
+    pub ack: u32,
+    /// Flag bits ([`flags`]).
+    pub flags: u8,
+    /// Receive window.
+    pub window: u16,
+}
+
+impl Segment6 {
+    /// A SYN from `src:sport` to `dst:dport` carrying `seq`.
+    pub fn syn(src: Ipv6Addr, sport: u16, dst: Ipv6Addr, dport: u16, seq: u32) -> Segment6 {
+        Segment6 {
+            src,
+            dst,
+            sport,
+            dport,
+            seq,
+            ack: 0,
+            flags: flags::SYN,
+            window: 65535,
         }
     }
+
+    /// The TCP header, checksum over the IPv6 pseudo-header filled in.
+    pub fn encode(&self) -> [u8; TCP_HEADER_LEN] {
+        let mut t = [0u8; TCP_HEADER_LEN];
+        t[0..2].copy_from_slice(&self.sport.to_be_bytes());
+        t[2..4].copy_from_slice(&self.dport.to_be_bytes());
+        t[4..8].copy_from_slice(&self.seq.to_be_bytes());
+        t[8..12].copy_from_slice(&self.ack.to_be_bytes());
+        t[12] = 5 << 4;
+        t[13] = self.flags;
+        t[14..16].copy_from_slice(&self.window.to_be_bytes());
+        let sum = tcp6_checksum(self.src, self.dst, &t);
+        t[16..18].copy_from_slice(&sum.to_be_bytes());
+        t
+    }
+
+    /// Parse the TCP header `tcp` (options and payload skipped) of a segment from `src` to
+    /// `dst`. The checksum is not verified (looped-back segments carry unfinished ones).
+    pub fn decode(src: Ipv6Addr, dst: Ipv6Addr, tcp: &[u8]) -> Option<Segment6> {
+        let t = tcp.get(..TCP_HEADER_LEN)?;
+        let u16at = |o: usize| u16::from_be_bytes([t[o], t[o + 1]]);
+        let u32at = |o: usize| u32::from_be_bytes([t[o], t[o + 1], t[o + 2], t[o + 3]]);
+        Some(Segment6 {
+            src,
+            dst,
+            sport: u16at(0),
+            dport: u16at(2),
+            seq: u32at(4),
+            ack: u32at(8),
+            flags: t[13],
+            window: u16at(14),
+        })
+    }
+
+    /// As [`Segment::reply_to_syn`].
+    pub fn reply_to_syn(&self) -> Option<(Verdict, u32)> {
+        reply_to_syn(self.flags, self.ack)
+    }
+}
+
+fn tcp6_checksum(src: Ipv6Addr, dst: Ipv6Addr, tcp: &[u8]) -> u16 {
+    // RFC 8200 8.1: source, destination, upper-layer length (32 bits), 3 zero bytes, next
+    // header.
+    let mut pseudo = [0u8; 40];
+    pseudo[0..16].copy_from_slice(&src.octets());
+    pseudo[16..32].copy_from_slice(&dst.octets());
+    pseudo[32..36].copy_from_slice(&(tcp.len() as u32).to_be_bytes());
+    pseudo[39] = libc::IPPROTO_TCP as u8;
+    let partial = !checksum(0, &pseudo);
+    checksum(u32::from(partial), tcp)
 }
 
 /// One's-complement sum over `data` added to `acc`, folded.
@@ -211,6 +307,25 @@ mod tests {
         #[test]
         fn decode_never_panics(b in proptest::collection::vec(any::<u8>(), 0..80)) {
             let _ = Segment::decode(&b);
+            let _ = Segment6::decode(Ipv6Addr::LOCALHOST, Ipv6Addr::LOCALHOST, &b);
+        }
+
+        #[test]
+        fn roundtrip6(s in seg(), src in any::<[u8; 16]>(), dst in any::<[u8; 16]>()) {
+            let s6 = Segment6 {
+                src: Ipv6Addr::from(src),
+                dst: Ipv6Addr::from(dst),
+                sport: s.sport,
+                dport: s.dport,
+                seq: s.seq,
+                ack: s.ack,
+                flags: s.flags,
+                window: s.window,
+            };
+            let b = s6.encode();
+            prop_assert_eq!(Segment6::decode(s6.src, s6.dst, &b), Some(s6));
+            prop_assert_eq!(tcp6_checksum(s6.src, s6.dst, &b), 0);
+            prop_assert_eq!(s6.reply_to_syn(), s.reply_to_syn());
         }
     }
 
@@ -241,5 +356,14 @@ mod tests {
         long.extend_from_slice(&[0, 0, 0, 0]);
         long.extend_from_slice(&b[20..]);
         assert_eq!(Segment::decode(&long).map(|x| x.dport), Some(80));
+    }
+
+    #[test]
+    fn known_checksum6() {
+        // SYN [2001:db8::1]:1234 -> [2001:db8::2]:80 seq 1; checksum computed independently
+        // (RFC 1071 sum over the RFC 8200 pseudo-header in Python).
+        let a = |last: u16| Ipv6Addr::new(0x2001, 0xdb8, 0, 0, 0, 0, 0, last);
+        let t = Segment6::syn(a(1), 1234, a(2), 80, 1).encode();
+        assert_eq!(u16::from_be_bytes([t[16], t[17]]), 0x4f4b);
     }
 }

@@ -2,7 +2,9 @@
 //! local source address, bound to it, sends SYNs with crafted TCP headers and reads the
 //! replies (SYN-ACK = open, RST = closed). No socket owns the SYN's source port, so the kernel
 //! itself answers a SYN-ACK with RST and the server drops its half-open connection. Needs
-//! CAP_NET_RAW; IPv4 only.
+//! CAP_NET_RAW. IPv4 targets can be probed in batches ([`SynProber::send_batch`],
+//! [`SynProber::send_untracked`]); IPv6 targets one by one ([`SynProber::probe6`]), through
+//! raw IPv6 TCP sockets, which send and deliver the TCP header without the IPv6 header.
 //!
 //! Why: a full connect costs a socket, a three-way handshake and a teardown per probe (on
 //! loopback the prober is also charged for the server's side); this costs a share of one
@@ -21,7 +23,7 @@
 //! one socket less and the kernel, not we, fills the IP header.
 
 use std::io;
-use std::net::{Ipv4Addr, SocketAddrV4};
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr, SocketAddrV4, SocketAddrV6};
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::{Arc, Mutex};
@@ -31,7 +33,7 @@ use tokio::sync::{mpsc, oneshot};
 use tokio::task::JoinHandle;
 
 use super::idhash::IdMap;
-use super::syn::{SEGMENT_LEN, Segment, Verdict};
+use super::syn::{SEGMENT_LEN, Segment, Segment6, Verdict};
 
 /// Length of the IPv4 header of our segments (no options).
 const IP_HEADER_LEN: usize = 20;
@@ -45,7 +47,7 @@ enum Waiter {
 }
 
 struct Pending {
-    target: SocketAddrV4,
+    target: SocketAddr,
     waiter: Waiter,
 }
 
@@ -71,6 +73,9 @@ struct Inner {
     pending: Mutex<IdMap<u32, Pending>>,
     next_seq: AtomicU32,
     sources: Mutex<IdMap<Ipv4Addr, Ipv4Addr>>,
+    sources6: Mutex<IdMap<Ipv6Addr, Ipv6Addr>>,
+    /// Whether the source port is reserved for IPv6 too (IPv6 probes need it).
+    v6: bool,
     results: Option<mpsc::UnboundedSender<BatchResult>>,
     /// No receive tasks: the owner reads replies with [`SynProber::receive_now`].
     polled: bool,
@@ -96,16 +101,16 @@ impl Drop for SynProber {
 /// A receive socket bound to one local address and the task that reads it (none when
 /// polled).
 struct RecvSock {
-    addr: Ipv4Addr,
+    addr: IpAddr,
     fd: Arc<OwnedFd>,
     task: Option<JoinHandle<()>>,
 }
 
-fn raw_socket(protocol: libc::c_int) -> io::Result<OwnedFd> {
+fn raw_socket(domain: libc::c_int, protocol: libc::c_int) -> io::Result<OwnedFd> {
     // SAFETY: plain socket(2) call; the result is checked before use.
     let fd = unsafe {
         libc::socket(
-            libc::AF_INET,
+            domain,
             libc::SOCK_RAW | libc::SOCK_NONBLOCK | libc::SOCK_CLOEXEC,
             protocol,
         )
@@ -117,8 +122,9 @@ fn raw_socket(protocol: libc::c_int) -> io::Result<OwnedFd> {
     Ok(unsafe { OwnedFd::from_raw_fd(fd) })
 }
 
-/// Let only TCP segments addressed to `port` through to the receive socket.
-fn attach_port_filter(fd: &OwnedFd, port: u16) -> io::Result<()> {
+/// Let only TCP segments addressed to `port` through to the receive socket. IPv4 raw sockets
+/// see the IP header first; IPv6 ones start at the TCP header.
+fn attach_port_filter(fd: &OwnedFd, port: u16, v6: bool) -> io::Result<()> {
     let ins = |code: u16, jt: u8, jf: u8, k: u32| libc::sock_filter { code, jt, jf, k };
     let mut prog = [
         ins(0xb1, 0, 0, 0),               // ldxb 4*([0]&0xf): IP header length
@@ -127,6 +133,9 @@ fn attach_port_filter(fd: &OwnedFd, port: u16) -> io::Result<()> {
         ins(0x06, 0, 0, 128),             // accept 128 bytes
         ins(0x06, 0, 0, 0),               // drop
     ];
+    if v6 {
+        prog[0] = ins(0x01, 0, 0, 0); // ldx #0: no IP header
+    }
     let fprog = libc::sock_fprog {
         len: prog.len() as u16,
         filter: prog.as_mut_ptr(),
@@ -179,25 +188,35 @@ impl SynProber {
     ) -> io::Result<SynProber> {
         // Reserve a source port: a bound, never listening socket, so SYN-ACKs to it find no
         // socket (the kernel answers RST) and no local connect() picks the same port.
-        let reserve = socket2::Socket::new(
-            socket2::Domain::IPV4,
-            socket2::Type::STREAM,
-            Some(socket2::Protocol::TCP),
-        )?;
-        reserve.bind(&std::net::SocketAddr::from(([0, 0, 0, 0], 0)).into())?;
+        // Dual-stack when the host has IPv6, so the port is ours in both families.
+        let (reserve, v6) = match reserve_port_dual_stack() {
+            Ok(r) => (r, true),
+            Err(e) => {
+                tracing::debug!(%e, "tcp_syn: no IPv6 source port, IPv4 only");
+                let r = socket2::Socket::new(
+                    socket2::Domain::IPV4,
+                    socket2::Type::STREAM,
+                    Some(socket2::Protocol::TCP),
+                )?;
+                r.bind(&std::net::SocketAddr::from(([0, 0, 0, 0], 0)).into())?;
+                (r, false)
+            }
+        };
         let sport = reserve
             .local_addr()?
             .as_socket()
             .map(|a| a.port())
             .ok_or_else(|| io::Error::other("reserved socket has no port"))?;
         // Sockets open per source address on first use; fail now if raw sockets are denied.
-        drop(raw_socket(libc::IPPROTO_TCP)?);
+        drop(raw_socket(libc::AF_INET, libc::IPPROTO_TCP)?);
         let inner = Arc::new(Inner {
             recvs: Mutex::new(Vec::new()),
             sport,
             pending: Mutex::new(IdMap::default()),
             next_seq: AtomicU32::new(random_u32()),
             sources: Mutex::new(IdMap::default()),
+            sources6: Mutex::new(IdMap::default()),
+            v6,
             results,
             polled,
         });
@@ -211,21 +230,40 @@ impl SynProber {
     /// start its task. Bound to `addr` so the kernel clones to it only TCP segments *to*
     /// that address: not our own SYNs nor the kernel's RSTs (on loopback every segment of
     /// the exchange is also an incoming one), nor other local traffic.
-    fn open_recv(&self, addr: Ipv4Addr) -> io::Result<()> {
+    fn open_recv(&self, addr: IpAddr) -> io::Result<()> {
         let mut recvs = lock(&self.inner.recvs);
         if recvs.iter().any(|r| r.addr == addr) {
             return Ok(());
         }
-        let recv = raw_socket(libc::IPPROTO_TCP)?;
-        attach_port_filter(&recv, self.inner.sport)?;
-        let sin = sockaddr(SocketAddrV4::new(addr, 0));
-        // SAFETY: sin is a valid sockaddr_in for the call.
-        let r = unsafe {
-            libc::bind(
-                recv.as_raw_fd(),
-                (&sin as *const libc::sockaddr_in).cast(),
-                std::mem::size_of::<libc::sockaddr_in>() as libc::socklen_t,
-            )
+        let (domain, v6) = match addr {
+            IpAddr::V4(_) => (libc::AF_INET, false),
+            IpAddr::V6(_) => (libc::AF_INET6, true),
+        };
+        let recv = raw_socket(domain, libc::IPPROTO_TCP)?;
+        attach_port_filter(&recv, self.inner.sport, v6)?;
+        let r = match addr {
+            IpAddr::V4(a) => {
+                let sin = sockaddr(SocketAddrV4::new(a, 0));
+                // SAFETY: sin is a valid sockaddr_in for the call.
+                unsafe {
+                    libc::bind(
+                        recv.as_raw_fd(),
+                        (&sin as *const libc::sockaddr_in).cast(),
+                        std::mem::size_of::<libc::sockaddr_in>() as libc::socklen_t,
+                    )
+                }
+            }
+            IpAddr::V6(a) => {
+                let sin6 = sockaddr6(SocketAddrV6::new(a, 0, 0, 0));
+                // SAFETY: sin6 is a valid sockaddr_in6 for the call.
+                unsafe {
+                    libc::bind(
+                        recv.as_raw_fd(),
+                        (&sin6 as *const libc::sockaddr_in6).cast(),
+                        std::mem::size_of::<libc::sockaddr_in6>() as libc::socklen_t,
+                    )
+                }
+            }
         };
         if r < 0 {
             let e = io::Error::last_os_error();
@@ -240,16 +278,21 @@ impl SynProber {
         set_buffer(&recv, libc::SO_SNDBUFFORCE, libc::SO_SNDBUF, 4 << 20);
         // Don't fragment, strictly: 40-byte SYNs never need it, and the kernel then leaves the
         // IP id 0 instead of drawing one from its shared id table per packet (a cache miss).
+        // (IPv4 only: IPv6 has no in-flight fragmentation and no id to draw for a SYN.)
         let pmtu: libc::c_int = libc::IP_PMTUDISC_DO;
-        // SAFETY: pmtu is a valid c_int for the call.
-        let r = unsafe {
-            libc::setsockopt(
-                recv.as_raw_fd(),
-                libc::IPPROTO_IP,
-                libc::IP_MTU_DISCOVER,
-                (&pmtu as *const libc::c_int).cast(),
-                std::mem::size_of::<libc::c_int>() as libc::socklen_t,
-            )
+        let r = if v6 {
+            0
+        } else {
+            // SAFETY: pmtu is a valid c_int for the call.
+            unsafe {
+                libc::setsockopt(
+                    recv.as_raw_fd(),
+                    libc::IPPROTO_IP,
+                    libc::IP_MTU_DISCOVER,
+                    (&pmtu as *const libc::c_int).cast(),
+                    std::mem::size_of::<libc::c_int>() as libc::socklen_t,
+                )
+            }
         };
         if r < 0 {
             tracing::debug!(e = %io::Error::last_os_error(), "tcp_syn socket: IP_MTU_DISCOVER");
@@ -267,7 +310,7 @@ impl SynProber {
                 AsyncFd::register_with_interest(RecvFd(fd.clone()), tokio::io::Interest::READABLE)
             }?;
             // The task holds a weak reference: dropping the prober frees Inner.
-            Some(runtime.spawn(receive(Arc::downgrade(&self.inner), afd)))
+            Some(runtime.spawn(receive(Arc::downgrade(&self.inner), afd, addr)))
         };
         recvs.push(RecvSock { addr, fd, task });
         Ok(())
@@ -282,7 +325,7 @@ impl SynProber {
         lock(&self.inner.pending).insert(
             seq,
             Pending {
-                target,
+                target: target.into(),
                 waiter: Waiter::Future(tx),
             },
         );
@@ -316,7 +359,7 @@ impl SynProber {
                         pending.insert(
                             seq,
                             Pending {
-                                target,
+                                target: target.into(),
                                 waiter: Waiter::Batch(token),
                             },
                         );
@@ -378,7 +421,7 @@ impl SynProber {
     fn receive_all(&self, batch: &mut dyn FnMut(BatchResult), other: &mut dyn FnMut(Reply)) {
         let recvs = lock(&self.inner.recvs);
         for r in recvs.iter() {
-            if let Err(e) = drain(&self.inner, &r.fd, batch, other) {
+            if let Err(e) = drain(&self.inner, &r.fd, r.addr, batch, other) {
                 tracing::warn!(%e, "tcp_syn receive");
             }
         }
@@ -415,7 +458,7 @@ impl SynProber {
             let end = start + run;
             let fd = recvs
                 .iter()
-                .find(|r| r.addr.octets() == src)
+                .find(|r| r.addr == IpAddr::from(src))
                 .map(|r| r.fd.as_raw_fd())
                 .ok_or_else(|| {
                     io::Error::other(format!(
@@ -442,10 +485,101 @@ impl SynProber {
             std::net::SocketAddr::V4(a) => *a.ip(),
             std::net::SocketAddr::V6(_) => return Err(io::Error::other("no IPv4 source address")),
         };
-        self.open_recv(src)?;
+        self.open_recv(src.into())?;
         lock(&self.inner.sources).insert(dst, src);
         Ok(src)
     }
+
+    /// Send one SYN to the IPv6 `target` and wait for its verdict, like
+    /// [`SynProber::probe`]. Cancel-safe.
+    pub async fn probe6(&self, target: SocketAddrV6) -> io::Result<Verdict> {
+        if !self.inner.v6 {
+            return Err(io::Error::other(
+                "no IPv6 source port reserved (IPv6 disabled on this host?)",
+            ));
+        }
+        let src = self.source_for6(target)?;
+        let seq = self.inner.next_seq.fetch_add(1, Ordering::Relaxed);
+        let (tx, rx) = oneshot::channel();
+        lock(&self.inner.pending).insert(
+            seq,
+            Pending {
+                target: SocketAddr::V6(SocketAddrV6::new(*target.ip(), target.port(), 0, 0)),
+                waiter: Waiter::Future(tx),
+            },
+        );
+        let guard = Forget {
+            inner: &self.inner,
+            seq,
+        };
+        let tcp = Segment6::syn(src, self.inner.sport, *target.ip(), target.port(), seq).encode();
+        let fd = lock(&self.inner.recvs)
+            .iter()
+            .find(|r| r.addr == IpAddr::V6(src))
+            .map(|r| r.fd.clone())
+            .ok_or_else(|| io::Error::other(format!("no tcp_syn socket for source {src}")))?;
+        let dst = sockaddr6(SocketAddrV6::new(*target.ip(), 0, 0, target.scope_id()));
+        // SAFETY: tcp and dst are live for the call, with the lengths given.
+        let n = unsafe {
+            libc::sendto(
+                fd.as_raw_fd(),
+                tcp.as_ptr().cast(),
+                tcp.len(),
+                0,
+                (&dst as *const libc::sockaddr_in6).cast(),
+                std::mem::size_of::<libc::sockaddr_in6>() as libc::socklen_t,
+            )
+        };
+        if n < 0 {
+            return Err(io::Error::last_os_error());
+        }
+        let v = rx
+            .await
+            .map_err(|_| io::Error::other("SYN receive task stopped"))?;
+        std::mem::forget(guard); // the receive task already removed the entry
+        Ok(v)
+    }
+
+    /// The local IPv6 address the kernel would use towards `dst` (cached; opens the receive
+    /// socket for replies to it).
+    pub fn source_for6(&self, dst: SocketAddrV6) -> io::Result<Ipv6Addr> {
+        if let Some(s) = lock(&self.inner.sources6).get(dst.ip()) {
+            return Ok(*s);
+        }
+        let u = std::net::UdpSocket::bind("[::]:0")?;
+        u.connect(SocketAddrV6::new(*dst.ip(), 9, 0, dst.scope_id()))?;
+        let src = match u.local_addr()? {
+            SocketAddr::V6(a) => *a.ip(),
+            SocketAddr::V4(_) => return Err(io::Error::other("no IPv6 source address")),
+        };
+        self.open_recv(src.into())?;
+        lock(&self.inner.sources6).insert(*dst.ip(), src);
+        Ok(src)
+    }
+}
+
+/// A bound, never listening dual-stack TCP socket holding a port in both families.
+fn reserve_port_dual_stack() -> io::Result<socket2::Socket> {
+    let s = socket2::Socket::new(
+        socket2::Domain::IPV6,
+        socket2::Type::STREAM,
+        Some(socket2::Protocol::TCP),
+    )?;
+    s.set_only_v6(false)?;
+    s.bind(&std::net::SocketAddr::from((Ipv6Addr::UNSPECIFIED, 0)).into())?;
+    Ok(s)
+}
+
+fn sockaddr6(a: SocketAddrV6) -> libc::sockaddr_in6 {
+    // SAFETY: an all-zero sockaddr_in6 is valid; the fields are set below.
+    let mut s: libc::sockaddr_in6 = unsafe { std::mem::zeroed() };
+    s.sin6_family = libc::AF_INET6 as libc::sa_family_t;
+    s.sin6_port = a.port().to_be();
+    s.sin6_addr = libc::in6_addr {
+        s6_addr: a.ip().octets(),
+    };
+    s.sin6_scope_id = a.scope_id();
+    s
 }
 
 /// Set a socket buffer size: the FORCE option works as root and beyond the sysctl maximum;
@@ -575,10 +709,14 @@ const RECV_LEN: usize = 128;
 fn drain(
     inner: &Inner,
     recv: &OwnedFd,
+    local: IpAddr,
     batch: &mut dyn FnMut(BatchResult),
     other: &mut dyn FnMut(Reply),
 ) -> io::Result<()> {
     let mut bufs = [[0u8; RECV_LEN]; RECV_BATCH];
+    // IPv6 raw sockets deliver no IP header: the source comes from the socket address.
+    // SAFETY: an all-zero sockaddr_in6 is valid.
+    let mut names: [libc::sockaddr_in6; RECV_BATCH] = unsafe { std::mem::zeroed() };
     loop {
         let mut iov: [libc::iovec; RECV_BATCH] = std::array::from_fn(|i| libc::iovec {
             iov_base: bufs[i].as_mut_ptr().cast(),
@@ -586,11 +724,16 @@ fn drain(
         });
         // SAFETY: an all-zero mmsghdr is valid; iov pointers are set below.
         let mut msgs: [libc::mmsghdr; RECV_BATCH] = unsafe { std::mem::zeroed() };
-        for (m, v) in msgs.iter_mut().zip(iov.iter_mut()) {
+        for ((m, v), name) in msgs.iter_mut().zip(iov.iter_mut()).zip(names.iter_mut()) {
             m.msg_hdr.msg_iov = v;
             m.msg_hdr.msg_iovlen = 1;
+            if local.is_ipv6() {
+                m.msg_hdr.msg_name = (name as *mut libc::sockaddr_in6).cast();
+                m.msg_hdr.msg_namelen = std::mem::size_of::<libc::sockaddr_in6>() as u32;
+            }
         }
-        // SAFETY: every header points at a live iovec over a live buffer.
+        // SAFETY: every header points at a live iovec over a live buffer (and, for IPv6, at a
+        // live sockaddr_in6).
         let n = unsafe {
             libc::recvmmsg(
                 recv.as_raw_fd(),
@@ -610,28 +753,39 @@ fn drain(
         }
         let n = n as usize;
         let mut pending = lock(&inner.pending);
-        for (m, b) in msgs.iter().zip(bufs.iter()).take(n) {
+        for ((m, b), name) in msgs.iter().zip(bufs.iter()).zip(names.iter()).take(n) {
             let len = (m.msg_len as usize).min(RECV_LEN);
-            let Some(seg) = Segment::decode(&b[..len]) else {
-                continue;
+            let (from, dport, reply) = match local {
+                IpAddr::V4(_) => {
+                    let Some(seg) = Segment::decode(&b[..len]) else {
+                        continue;
+                    };
+                    let from = SocketAddr::V4(SocketAddrV4::new(seg.src, seg.sport));
+                    (from, seg.dport, seg.reply_to_syn())
+                }
+                IpAddr::V6(local) => {
+                    let src = Ipv6Addr::from(name.sin6_addr.s6_addr);
+                    let Some(seg) = Segment6::decode(src, local, &b[..len]) else {
+                        continue;
+                    };
+                    let from = SocketAddr::V6(SocketAddrV6::new(src, seg.sport, 0, 0));
+                    (from, seg.dport, seg.reply_to_syn())
+                }
             };
-            if seg.dport != inner.sport {
+            if dport != inner.sport {
                 continue;
             }
-            let Some((verdict, seq)) = seg.reply_to_syn() else {
+            let Some((verdict, seq)) = reply else {
                 continue;
             };
             // Most replies answer untracked SYNs: skip the map while it is empty.
-            let tracked = !pending.is_empty()
-                && pending
-                    .get(&seq)
-                    .is_some_and(|p| *p.target.ip() == seg.src && p.target.port() == seg.sport);
+            let tracked =
+                !pending.is_empty() && pending.get(&seq).is_some_and(|p| p.target == from);
             if !tracked {
-                other(Reply {
-                    from: SocketAddrV4::new(seg.src, seg.sport),
-                    seq,
-                    verdict,
-                });
+                // Untracked SYNs are IPv4 only.
+                if let SocketAddr::V4(from) = from {
+                    other(Reply { from, seq, verdict });
+                }
             } else if let Some(p) = pending.remove(&seq) {
                 match p.waiter {
                     Waiter::Future(tx) => {
@@ -648,7 +802,7 @@ fn drain(
     }
 }
 
-async fn receive(inner: std::sync::Weak<Inner>, fd: AsyncFd<RecvFd>) {
+async fn receive(inner: std::sync::Weak<Inner>, fd: AsyncFd<RecvFd>, local: IpAddr) {
     loop {
         let mut guard = match fd.readable().await {
             Ok(g) => g,
@@ -663,6 +817,7 @@ async fn receive(inner: std::sync::Weak<Inner>, fd: AsyncFd<RecvFd>) {
         let r = drain(
             &inner,
             &fd.get_ref().0,
+            local,
             &mut |res| {
                 if let Some(tx) = &inner.results {
                     let _ = tx.send(res);

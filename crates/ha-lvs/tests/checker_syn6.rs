@@ -1,0 +1,184 @@
+//! The half-open `tcp_syn` check over IPv6 (raw IPv6 TCP sockets, needs CAP_NET_RAW) against
+//! listeners on ::1: the probe alone and the checker driving a table.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::{Duration, Instant};
+
+use ha_lvs::checker::driver::{Checker, MemoryTable};
+use ha_lvs::checker::probe::{ProbeContext, run_probe_in};
+use ha_lvs::checker::synprobe::SynProber;
+use ha_lvs::checker::{
+    CheckKind, CheckSpec, FailureAction, Monitor, MonitorConfig, MonitoredReal, MonitoredService,
+    ProbeKey, ProbeOutcome,
+};
+use ha_lvs::model::*;
+
+fn spec() -> CheckSpec {
+    CheckSpec {
+        kind: CheckKind::TcpSyn,
+        interval: Duration::from_millis(100),
+        timeout: Duration::from_millis(500),
+        rise: 1,
+        fall: 1,
+    }
+}
+
+/// A port on ::1 that nothing listens on (bound, then released).
+async fn closed_port() -> SocketAddr {
+    let l = tokio::net::TcpListener::bind("[::1]:0").await.unwrap();
+    l.local_addr().unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn syn6_probe_sees_open_and_closed_ports_without_completing_a_connection() {
+    if !testkit::privileged("syn6_probe_sees_open_and_closed_ports_without_completing_a_connection")
+    {
+        return;
+    }
+    let listener = tokio::net::TcpListener::bind("[::1]:0").await.unwrap();
+    let open = listener.local_addr().unwrap();
+    let closed = closed_port().await;
+    let ctx = ProbeContext::with_syn(Arc::new(SynProber::new().unwrap()));
+    let key = |target| ProbeKey {
+        target,
+        spec: spec(),
+    };
+    for _ in 0..20 {
+        assert_eq!(run_probe_in(&key(open), &ctx).await, ProbeOutcome::Up);
+        let down = run_probe_in(&key(closed), &ctx).await;
+        assert!(
+            matches!(&down, ProbeOutcome::Down(r) if r.contains("RST to SYN")),
+            "{down:?}"
+        );
+    }
+    // Half-open only: the kernel reset every handshake, so nothing reaches accept().
+    let accepted = tokio::time::timeout(Duration::from_millis(300), listener.accept()).await;
+    assert!(accepted.is_err(), "a SYN check completed a connection");
+    // Without a prober the check falls back to a full connect.
+    assert_eq!(
+        run_probe_in(&key(open), &ProbeContext::default()).await,
+        ProbeOutcome::Up
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn checker_with_syn6_checks_quiesces_and_restores() {
+    if !testkit::privileged("checker_with_syn6_checks_quiesces_and_restores") {
+        return;
+    }
+    let listener = tokio::net::TcpListener::bind("[::1]:0").await.unwrap();
+    let open = listener.local_addr().unwrap();
+    let closed = closed_port().await;
+    let svc = ServiceKey::tcp("[fd00::1]:80".parse().unwrap());
+    let real = |a| MonitoredReal {
+        dest: Destination::new(a, Forward::Route),
+        check: Some(spec()),
+        check_addr: None,
+    };
+    let monitor = Monitor::new(MonitorConfig {
+        services: vec![MonitoredService {
+            service: Service::new(svc, Scheduler::Wlc),
+            reals: vec![real(open), real(closed)],
+            fallback: None,
+            on_failure: FailureAction::Quiesce,
+        }],
+        start_down: false,
+    });
+    let mem = MemoryTable::default();
+    let checker = Checker::spawn(monitor, mem.clone()).unwrap();
+    let weight = |a: SocketAddr| {
+        mem.snapshot()
+            .iter()
+            .find(|v| v.service.key == svc)
+            .and_then(|v| v.dests.iter().find(|d| d.addr == a).map(|d| d.weight))
+    };
+    // The closed port is quiesced, the open one keeps its weight.
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while !(weight(closed) == Some(0) && weight(open) == Some(1)) {
+        assert!(Instant::now() < deadline, "table: {:#?}", mem.snapshot());
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    // Something starts listening on the closed port: restored.
+    let revived = tokio::net::TcpListener::bind(closed).await.unwrap();
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while weight(closed) != Some(1) {
+        assert!(Instant::now() < deadline, "table: {:#?}", mem.snapshot());
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    // Every probe of the open port was half-open: nothing reached accept().
+    let accepted = tokio::time::timeout(Duration::from_millis(300), listener.accept()).await;
+    assert!(accepted.is_err(), "a SYN check completed a connection");
+    let s = checker.stats();
+    // At least: one run of the open probe, a failed and a successful one of the other.
+    assert!(s.probes.load(Ordering::Relaxed) >= 3);
+    assert!(s.failures.load(Ordering::Relaxed) >= 1);
+    assert!(s.on_time.load(Ordering::Relaxed) >= 3);
+    checker.stop().await.unwrap();
+    drop((listener, revived));
+}
+
+/// Across a bridge between two namespaces (checksums are verified there, unlike on
+/// loopback): host 0 probes a listener of host 1 over IPv6 and IPv4.
+#[test]
+fn syn6_probe_across_namespaces() {
+    if !testkit::privileged("syn6_probe_across_namespaces") {
+        return;
+    }
+    let topo = testkit::netns::Topology::builder()
+        .hosts(2)
+        .ipv6(true)
+        .build()
+        .unwrap();
+    let h1 = topo.host(1);
+    let v6 = std::net::IpAddr::V6(h1.ipv6().unwrap());
+    let v4 = std::net::IpAddr::V4(h1.ipv4());
+    // Sockets stay in the namespace they were made in.
+    let (l6, l4) = h1.ns().run(|| {
+        (
+            std::net::TcpListener::bind(SocketAddr::new(v6, 0)).unwrap(),
+            std::net::TcpListener::bind(SocketAddr::new(v4, 0)).unwrap(),
+        )
+    });
+    let open6 = l6.local_addr().unwrap();
+    let open4 = l4.local_addr().unwrap();
+    // Ports nothing listens on (the listeners' ports + 1 are almost surely free; a listener
+    // there would only make the assertion fail, not pass wrongly).
+    let closed6 = SocketAddr::new(v6, open6.port().wrapping_add(1));
+    let closed4 = SocketAddr::new(v4, open4.port().wrapping_add(1));
+    topo.host(0).ns().run(|| {
+        tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap()
+            .block_on(async {
+                let ctx = ProbeContext::with_syn(Arc::new(SynProber::new().unwrap()));
+                let key = |target| ProbeKey {
+                    target,
+                    spec: CheckSpec {
+                        timeout: Duration::from_secs(2),
+                        ..spec()
+                    },
+                };
+                for open in [open6, open4] {
+                    assert_eq!(
+                        run_probe_in(&key(open), &ctx).await,
+                        ProbeOutcome::Up,
+                        "{open}"
+                    );
+                }
+                for closed in [closed6, closed4] {
+                    let down = run_probe_in(&key(closed), &ctx).await;
+                    assert!(
+                        matches!(&down, ProbeOutcome::Down(r) if r.contains("RST to SYN")),
+                        "{closed}: {down:?}"
+                    );
+                }
+            })
+    });
+    // Half-open: the listener of host 1 never got a connection.
+    l6.set_nonblocking(true).unwrap();
+    assert!(l6.accept().is_err(), "a SYN check completed a connection");
+}
