@@ -486,6 +486,7 @@ impl Bench<'_> {
         let rig = self.rig;
         let _stress = Stress::start(self.opts.steady)?;
         let t0 = Instant::now();
+        self.sniffer.reset_gap();
         let sent0 = self.prober.sent();
         let mut s = Steady::default();
         let mut answers = 0usize;
@@ -522,6 +523,7 @@ impl Bench<'_> {
         }
         s.max_gap = s.max_gap.max(Instant::now() - last_answer);
         s.secs = t0.elapsed().as_secs_f64();
+        s.max_heartbeat_gap = self.sniffer.max_gap();
         let sent = self.prober.sent().saturating_sub(sent0).max(1);
         s.answered = (answers as f64 / sent as f64).min(1.0);
         Ok(s)

@@ -29,6 +29,8 @@ pub struct Steady {
     pub max_gap: Duration,
     /// Answers received / probes sent.
     pub answered: f64,
+    /// Longest gap between two of A's heartbeat frames seen at B.
+    pub max_heartbeat_gap: Duration,
 }
 
 /// CPU use of each node's daemon processes while idle (no load, no fault).
@@ -170,12 +172,14 @@ impl SystemResult {
                 let _ = writeln!(
                     o,
                     "steady {:.0} s, stress-ng --cpu 2: false failovers {}, both held {} samples, \
-                     longest answer gap {:.1} ms, {:.1} % of probes answered",
+                     longest answer gap {:.1} ms, {:.1} % of probes answered, longest gap between \
+                     A's heartbeats at B {:.1} ms",
                     s.secs,
                     s.false_failovers,
                     s.both_held_samples,
                     ms(s.max_gap),
-                    s.answered * 100.0
+                    s.answered * 100.0,
+                    ms(s.max_heartbeat_gap)
                 );
             }
             Some(Err(e)) => {

@@ -25,6 +25,8 @@ const KEEP: usize = 256;
 struct Shared {
     stop: AtomicBool,
     frames: Mutex<VecDeque<Instant>>,
+    /// Longest gap between two consecutive frames since the last [`Sniffer::reset_gap`].
+    max_gap: Mutex<Duration>,
 }
 
 /// A running capture; stops when dropped.
@@ -53,13 +55,24 @@ impl Sniffer {
 
     /// Time from A's last heartbeat frame before `fault` to `fault`.
     pub fn since_last_before(&self, fault: Instant) -> Option<Duration> {
-        let f = self
-            .shared
-            .frames
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        let f = lock(&self.shared.frames);
         f.iter().rev().find(|&&t| t <= fault).map(|&t| fault - t)
     }
+
+    /// Start a new window for [`Sniffer::max_gap`].
+    pub fn reset_gap(&self) {
+        *lock(&self.shared.max_gap) = Duration::ZERO;
+    }
+
+    /// Longest gap between two of A's heartbeat frames at B since [`Sniffer::reset_gap`]:
+    /// how close the window came to the backup's detection threshold.
+    pub fn max_gap(&self) -> Duration {
+        *lock(&self.shared.max_gap)
+    }
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
 }
 
 impl Drop for Sniffer {
@@ -138,10 +151,11 @@ fn capture(fd: &OwnedFd, from: Ipv4Addr, s: &Shared) {
             continue; // timeout or signal
         };
         if is_heartbeat(&buf[..n], from) {
-            let mut f = s
-                .frames
-                .lock()
-                .unwrap_or_else(|poisoned| poisoned.into_inner());
+            let mut f = lock(&s.frames);
+            if let Some(&last) = f.back() {
+                let mut g = lock(&s.max_gap);
+                *g = (*g).max(at - last);
+            }
             if f.len() == KEEP {
                 f.pop_front();
             }
