@@ -1,5 +1,6 @@
-//! The half-open `tcp_syn` check (raw sockets, needs CAP_NET_RAW) against loopback listeners:
-//! the probe alone and the checker's batched path driving a table.
+//! The half-open `tcp_syn` check (raw sockets, needs CAP_NET_RAW) against loopback listeners on
+//! 127.0.0.1 and ::1: the probe alone and the checker driving a table (IPv4 takes the batched
+//! path, IPv6 one task per probe); and across two namespaces, where checksums are verified.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use std::net::SocketAddr;
@@ -26,11 +27,16 @@ fn spec() -> CheckSpec {
     }
 }
 
-/// A port on 127.0.0.1 that nothing listens on (bound, then released).
-async fn closed_port() -> SocketAddr {
-    let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+/// A port on loopback `lo` that nothing listens on (bound, then released).
+async fn closed_port(lo: &str) -> SocketAddr {
+    let l = tokio::net::TcpListener::bind(format!("{lo}:0"))
+        .await
+        .unwrap();
     l.local_addr().unwrap()
 }
+
+const V4: &str = "127.0.0.1";
+const V6: &str = "[::1]";
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn syn_probe_sees_open_and_closed_ports_without_completing_a_connection() {
@@ -38,9 +44,24 @@ async fn syn_probe_sees_open_and_closed_ports_without_completing_a_connection() 
     {
         return;
     }
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    probe_open_and_closed(V4).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn syn6_probe_sees_open_and_closed_ports_without_completing_a_connection() {
+    if !testkit::privileged("syn6_probe_sees_open_and_closed_ports_without_completing_a_connection")
+    {
+        return;
+    }
+    probe_open_and_closed(V6).await;
+}
+
+async fn probe_open_and_closed(lo: &str) {
+    let listener = tokio::net::TcpListener::bind(format!("{lo}:0"))
+        .await
+        .unwrap();
     let open = listener.local_addr().unwrap();
-    let closed = closed_port().await;
+    let closed = closed_port(lo).await;
     let ctx = ProbeContext::with_syn(Arc::new(SynProber::new().unwrap()));
     let key = |target| ProbeKey {
         target,
@@ -50,7 +71,7 @@ async fn syn_probe_sees_open_and_closed_ports_without_completing_a_connection() 
         assert_eq!(run_probe_in(&key(open), &ctx).await, ProbeOutcome::Up);
         let down = run_probe_in(&key(closed), &ctx).await;
         assert!(
-            matches!(&down, ProbeOutcome::Down(r) if r.contains("refused")),
+            matches!(&down, ProbeOutcome::Down(r) if r.contains("RST to SYN")),
             "{down:?}"
         );
     }
@@ -69,10 +90,24 @@ async fn checker_with_syn_checks_quiesces_and_restores() {
     if !testkit::privileged("checker_with_syn_checks_quiesces_and_restores") {
         return;
     }
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    checker_quiesces_and_restores(V4, "10.0.0.1:80").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn checker_with_syn6_checks_quiesces_and_restores() {
+    if !testkit::privileged("checker_with_syn6_checks_quiesces_and_restores") {
+        return;
+    }
+    checker_quiesces_and_restores(V6, "[fd00::1]:80").await;
+}
+
+async fn checker_quiesces_and_restores(lo: &str, vip: &str) {
+    let listener = tokio::net::TcpListener::bind(format!("{lo}:0"))
+        .await
+        .unwrap();
     let open = listener.local_addr().unwrap();
-    let closed = closed_port().await;
-    let svc = ServiceKey::tcp("10.0.0.1:80".parse().unwrap());
+    let closed = closed_port(lo).await;
+    let svc = ServiceKey::tcp(vip.parse().unwrap());
     let real = |a| MonitoredReal {
         dest: Destination::new(a, Forward::Route),
         check: Some(spec()),
@@ -114,5 +149,71 @@ async fn checker_with_syn_checks_quiesces_and_restores() {
     assert!(s.failures.load(Ordering::Relaxed) >= 1);
     assert!(s.on_time.load(Ordering::Relaxed) >= 3);
     checker.stop().await.unwrap();
-    drop((listener, revived));
+    // Every probe of the open port was half-open: nothing reached accept().
+    let accepted = tokio::time::timeout(Duration::from_millis(300), listener.accept()).await;
+    assert!(accepted.is_err(), "a SYN check completed a connection");
+    drop(revived);
+}
+
+/// Across a bridge between two namespaces (checksums are verified there, unlike on
+/// loopback): host 0 probes a listener of host 1 over IPv6 and IPv4.
+#[test]
+fn syn6_probe_across_namespaces() {
+    if !testkit::privileged("syn6_probe_across_namespaces") {
+        return;
+    }
+    let topo = testkit::netns::Topology::builder()
+        .hosts(2)
+        .ipv6(true)
+        .build()
+        .unwrap();
+    let h1 = topo.host(1);
+    let v6 = std::net::IpAddr::V6(h1.ipv6().unwrap());
+    let v4 = std::net::IpAddr::V4(h1.ipv4());
+    // Sockets stay in the namespace they were made in.
+    let (l6, l4) = h1.ns().run(|| {
+        (
+            std::net::TcpListener::bind(SocketAddr::new(v6, 0)).unwrap(),
+            std::net::TcpListener::bind(SocketAddr::new(v4, 0)).unwrap(),
+        )
+    });
+    let open6 = l6.local_addr().unwrap();
+    let open4 = l4.local_addr().unwrap();
+    // Ports nothing listens on (the listeners' ports + 1 are almost surely free; a listener
+    // there would only make the assertion fail, not pass wrongly).
+    let closed6 = SocketAddr::new(v6, open6.port().wrapping_add(1));
+    let closed4 = SocketAddr::new(v4, open4.port().wrapping_add(1));
+    topo.host(0).ns().run(|| {
+        tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap()
+            .block_on(async {
+                let ctx = ProbeContext::with_syn(Arc::new(SynProber::new().unwrap()));
+                let key = |target| ProbeKey {
+                    target,
+                    spec: CheckSpec {
+                        timeout: Duration::from_secs(2),
+                        ..spec()
+                    },
+                };
+                for open in [open6, open4] {
+                    assert_eq!(
+                        run_probe_in(&key(open), &ctx).await,
+                        ProbeOutcome::Up,
+                        "{open}"
+                    );
+                }
+                for closed in [closed6, closed4] {
+                    let down = run_probe_in(&key(closed), &ctx).await;
+                    assert!(
+                        matches!(&down, ProbeOutcome::Down(r) if r.contains("RST to SYN")),
+                        "{closed}: {down:?}"
+                    );
+                }
+            })
+    });
+    // Half-open: the listener of host 1 never got a connection.
+    l6.set_nonblocking(true).unwrap();
+    assert!(l6.accept().is_err(), "a SYN check completed a connection");
 }

@@ -80,13 +80,7 @@ impl Segment {
         let ipsum = checksum(0, &b[..20]);
         b[10..12].copy_from_slice(&ipsum.to_be_bytes());
         let t = &mut b[20..];
-        t[0..2].copy_from_slice(&self.sport.to_be_bytes());
-        t[2..4].copy_from_slice(&self.dport.to_be_bytes());
-        t[4..8].copy_from_slice(&self.seq.to_be_bytes());
-        t[8..12].copy_from_slice(&self.ack.to_be_bytes());
-        t[12] = 5 << 4;
-        t[13] = self.flags;
-        t[14..16].copy_from_slice(&self.window.to_be_bytes());
+        self.tcp().write(t);
         let sum = tcp_checksum(self.src, self.dst, t);
         t[16..18].copy_from_slice(&sum.to_be_bytes());
         b
@@ -112,19 +106,28 @@ impl Segment {
             let s: [u8; 4] = pkt.get(o..o + 4)?.try_into().ok()?;
             Some(Ipv4Addr::from(s))
         };
-        let t = pkt.get(ihl..ihl + 20)?;
-        let u16at = |o: usize| u16::from_be_bytes([t[o], t[o + 1]]);
-        let u32at = |o: usize| u32::from_be_bytes([t[o], t[o + 1], t[o + 2], t[o + 3]]);
+        let t = TcpHeader::read(pkt.get(ihl..)?)?;
         Some(Segment {
             src: ip4(12)?,
             dst: ip4(16)?,
-            sport: u16at(0),
-            dport: u16at(2),
-            seq: u32at(4),
-            ack: u32at(8),
-            flags: t[13],
-            window: u16at(14),
+            sport: t.sport,
+            dport: t.dport,
+            seq: t.seq,
+            ack: t.ack,
+            flags: t.flags,
+            window: t.window,
         })
+    }
+
+    fn tcp(&self) -> TcpHeader {
+        TcpHeader {
+            sport: self.sport,
+            dport: self.dport,
+            seq: self.seq,
+            ack: self.ack,
+            flags: self.flags,
+            window: self.window,
+        }
     }
 
     /// If this is a reply to a SYN we sent with sequence number `seq - 1`... : the verdict and
@@ -151,6 +154,44 @@ fn reply_to_syn(f: u8, ack: u32) -> Option<(Verdict, u32)> {
 
 /// Length of a TCP header without options.
 pub const TCP_HEADER_LEN: usize = 20;
+
+/// The TCP header fields both families use (no options), in wire order.
+struct TcpHeader {
+    sport: u16,
+    dport: u16,
+    seq: u32,
+    ack: u32,
+    flags: u8,
+    window: u16,
+}
+
+impl TcpHeader {
+    /// Write into the first [`TCP_HEADER_LEN`] bytes of `t` (checksum left zero).
+    fn write(&self, t: &mut [u8]) {
+        t[0..2].copy_from_slice(&self.sport.to_be_bytes());
+        t[2..4].copy_from_slice(&self.dport.to_be_bytes());
+        t[4..8].copy_from_slice(&self.seq.to_be_bytes());
+        t[8..12].copy_from_slice(&self.ack.to_be_bytes());
+        t[12] = 5 << 4;
+        t[13] = self.flags;
+        t[14..16].copy_from_slice(&self.window.to_be_bytes());
+    }
+
+    /// Read the fixed part of the header at the start of `t` (options and payload skipped).
+    fn read(t: &[u8]) -> Option<TcpHeader> {
+        let t = t.get(..TCP_HEADER_LEN)?;
+        let u16at = |o: usize| u16::from_be_bytes([t[o], t[o + 1]]);
+        let u32at = |o: usize| u32::from_be_bytes([t[o], t[o + 1], t[o + 2], t[o + 3]]);
+        Some(TcpHeader {
+            sport: u16at(0),
+            dport: u16at(2),
+            seq: u32at(4),
+            ack: u32at(8),
+            flags: t[13],
+            window: u16at(14),
+        })
+    }
+}
 
 /// An IPv6 TCP segment without options or payload. Raw IPv6 sockets send and deliver the TCP
 /// header alone: the addresses travel beside it (bound source, `sockaddr_in6`).
@@ -192,13 +233,15 @@ impl Segment6 {
     /// The TCP header, checksum over the IPv6 pseudo-header filled in.
     pub fn encode(&self) -> [u8; TCP_HEADER_LEN] {
         let mut t = [0u8; TCP_HEADER_LEN];
-        t[0..2].copy_from_slice(&self.sport.to_be_bytes());
-        t[2..4].copy_from_slice(&self.dport.to_be_bytes());
-        t[4..8].copy_from_slice(&self.seq.to_be_bytes());
-        t[8..12].copy_from_slice(&self.ack.to_be_bytes());
-        t[12] = 5 << 4;
-        t[13] = self.flags;
-        t[14..16].copy_from_slice(&self.window.to_be_bytes());
+        TcpHeader {
+            sport: self.sport,
+            dport: self.dport,
+            seq: self.seq,
+            ack: self.ack,
+            flags: self.flags,
+            window: self.window,
+        }
+        .write(&mut t);
         let sum = tcp6_checksum(self.src, self.dst, &t);
         t[16..18].copy_from_slice(&sum.to_be_bytes());
         t
@@ -207,18 +250,16 @@ impl Segment6 {
     /// Parse the TCP header `tcp` (options and payload skipped) of a segment from `src` to
     /// `dst`. The checksum is not verified (looped-back segments carry unfinished ones).
     pub fn decode(src: Ipv6Addr, dst: Ipv6Addr, tcp: &[u8]) -> Option<Segment6> {
-        let t = tcp.get(..TCP_HEADER_LEN)?;
-        let u16at = |o: usize| u16::from_be_bytes([t[o], t[o + 1]]);
-        let u32at = |o: usize| u32::from_be_bytes([t[o], t[o + 1], t[o + 2], t[o + 3]]);
+        let t = TcpHeader::read(tcp)?;
         Some(Segment6 {
             src,
             dst,
-            sport: u16at(0),
-            dport: u16at(2),
-            seq: u32at(4),
-            ack: u32at(8),
-            flags: t[13],
-            window: u16at(14),
+            sport: t.sport,
+            dport: t.dport,
+            seq: t.seq,
+            ack: t.ack,
+            flags: t.flags,
+            window: t.window,
         })
     }
 
