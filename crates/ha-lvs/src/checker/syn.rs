@@ -22,13 +22,14 @@ pub mod flags {
 /// Length of the segments we build: 20 bytes IPv4 + 20 bytes TCP, no options.
 pub const SEGMENT_LEN: usize = 40;
 
-/// An IPv4 TCP segment without options or payload: what the check sends and reads.
+/// A TCP segment without options or payload, with the addresses of family `A`: what the check
+/// sends and reads.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Segment {
-    /// IPv4 source.
-    pub src: Ipv4Addr,
-    /// IPv4 destination.
-    pub dst: Ipv4Addr,
+pub struct TcpSegment<A> {
+    /// Source address.
+    pub src: A,
+    /// Destination address.
+    pub dst: A,
     /// TCP source port.
     pub sport: u16,
     /// TCP destination port.
@@ -43,6 +44,13 @@ pub struct Segment {
     pub window: u16,
 }
 
+/// An IPv4 segment: encoded with its IPv4 header.
+pub type Segment = TcpSegment<Ipv4Addr>;
+
+/// An IPv6 segment. Raw IPv6 sockets send and deliver the TCP header alone: the addresses
+/// travel beside it (bound source, `sockaddr_in6`).
+pub type Segment6 = TcpSegment<Ipv6Addr>;
+
 /// What a reply says about the probed port.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Verdict {
@@ -52,10 +60,10 @@ pub enum Verdict {
     Closed,
 }
 
-impl Segment {
+impl<A> TcpSegment<A> {
     /// A SYN from `src:sport` to `dst:dport` carrying `seq`.
-    pub fn syn(src: Ipv4Addr, sport: u16, dst: Ipv4Addr, dport: u16, seq: u32) -> Segment {
-        Segment {
+    pub fn syn(src: A, sport: u16, dst: A, dport: u16, seq: u32) -> Self {
+        TcpSegment {
             src,
             dst,
             sport,
@@ -67,6 +75,52 @@ impl Segment {
         }
     }
 
+    /// If this is a reply to a SYN we sent with sequence number `seq - 1`... : the verdict and
+    /// the acknowledged SYN's sequence number.
+    pub fn reply_to_syn(&self) -> Option<(Verdict, u32)> {
+        let syn_seq = self.ack.wrapping_sub(1);
+        if self.flags & flags::ACK == 0 {
+            return None;
+        }
+        if self.flags & flags::RST != 0 {
+            Some((Verdict::Closed, syn_seq))
+        } else if self.flags & flags::SYN != 0 {
+            Some((Verdict::Open, syn_seq))
+        } else {
+            None
+        }
+    }
+
+    /// Write the TCP header into the first [`TCP_HEADER_LEN`] bytes of `t` (checksum zero).
+    fn write_tcp(&self, t: &mut [u8]) {
+        t[0..2].copy_from_slice(&self.sport.to_be_bytes());
+        t[2..4].copy_from_slice(&self.dport.to_be_bytes());
+        t[4..8].copy_from_slice(&self.seq.to_be_bytes());
+        t[8..12].copy_from_slice(&self.ack.to_be_bytes());
+        t[12] = 5 << 4;
+        t[13] = self.flags;
+        t[14..16].copy_from_slice(&self.window.to_be_bytes());
+    }
+
+    /// The segment whose TCP header starts `t` (options and payload skipped).
+    fn read_tcp(src: A, dst: A, t: &[u8]) -> Option<Self> {
+        let t = t.get(..TCP_HEADER_LEN)?;
+        let u16at = |o: usize| u16::from_be_bytes([t[o], t[o + 1]]);
+        let u32at = |o: usize| u32::from_be_bytes([t[o], t[o + 1], t[o + 2], t[o + 3]]);
+        Some(TcpSegment {
+            src,
+            dst,
+            sport: u16at(0),
+            dport: u16at(2),
+            seq: u32at(4),
+            ack: u32at(8),
+            flags: t[13],
+            window: u16at(14),
+        })
+    }
+}
+
+impl Segment {
     /// Wire bytes (IP and TCP checksums filled in; the kernel recomputes the IP one anyway).
     pub fn encode(&self) -> [u8; SEGMENT_LEN] {
         let mut b = [0u8; SEGMENT_LEN];
@@ -80,7 +134,7 @@ impl Segment {
         let ipsum = checksum(0, &b[..20]);
         b[10..12].copy_from_slice(&ipsum.to_be_bytes());
         let t = &mut b[20..];
-        self.tcp().write(t);
+        self.write_tcp(t);
         let sum = tcp_checksum(self.src, self.dst, t);
         t[16..18].copy_from_slice(&sum.to_be_bytes());
         b
@@ -106,142 +160,18 @@ impl Segment {
             let s: [u8; 4] = pkt.get(o..o + 4)?.try_into().ok()?;
             Some(Ipv4Addr::from(s))
         };
-        let t = TcpHeader::read(pkt.get(ihl..)?)?;
-        Some(Segment {
-            src: ip4(12)?,
-            dst: ip4(16)?,
-            sport: t.sport,
-            dport: t.dport,
-            seq: t.seq,
-            ack: t.ack,
-            flags: t.flags,
-            window: t.window,
-        })
-    }
-
-    fn tcp(&self) -> TcpHeader {
-        TcpHeader {
-            sport: self.sport,
-            dport: self.dport,
-            seq: self.seq,
-            ack: self.ack,
-            flags: self.flags,
-            window: self.window,
-        }
-    }
-
-    /// If this is a reply to a SYN we sent with sequence number `seq - 1`... : the verdict and
-    /// the acknowledged SYN's sequence number.
-    pub fn reply_to_syn(&self) -> Option<(Verdict, u32)> {
-        reply_to_syn(self.flags, self.ack)
-    }
-}
-
-/// Verdict of a segment with `f` flags acknowledging `ack`, and the SYN sequence it answers.
-fn reply_to_syn(f: u8, ack: u32) -> Option<(Verdict, u32)> {
-    let syn_seq = ack.wrapping_sub(1);
-    if f & flags::ACK == 0 {
-        return None;
-    }
-    if f & flags::RST != 0 {
-        Some((Verdict::Closed, syn_seq))
-    } else if f & flags::SYN != 0 {
-        Some((Verdict::Open, syn_seq))
-    } else {
-        None
+        Segment::read_tcp(ip4(12)?, ip4(16)?, pkt.get(ihl..)?)
     }
 }
 
 /// Length of a TCP header without options.
 pub const TCP_HEADER_LEN: usize = 20;
 
-/// The TCP header fields both families use (no options), in wire order.
-struct TcpHeader {
-    sport: u16,
-    dport: u16,
-    seq: u32,
-    ack: u32,
-    flags: u8,
-    window: u16,
-}
-
-impl TcpHeader {
-    /// Write into the first [`TCP_HEADER_LEN`] bytes of `t` (checksum left zero).
-    fn write(&self, t: &mut [u8]) {
-        t[0..2].copy_from_slice(&self.sport.to_be_bytes());
-        t[2..4].copy_from_slice(&self.dport.to_be_bytes());
-        t[4..8].copy_from_slice(&self.seq.to_be_bytes());
-        t[8..12].copy_from_slice(&self.ack.to_be_bytes());
-        t[12] = 5 << 4;
-        t[13] = self.flags;
-        t[14..16].copy_from_slice(&self.window.to_be_bytes());
-    }
-
-    /// Read the fixed part of the header at the start of `t` (options and payload skipped).
-    fn read(t: &[u8]) -> Option<TcpHeader> {
-        let t = t.get(..TCP_HEADER_LEN)?;
-        let u16at = |o: usize| u16::from_be_bytes([t[o], t[o + 1]]);
-        let u32at = |o: usize| u32::from_be_bytes([t[o], t[o + 1], t[o + 2], t[o + 3]]);
-        Some(TcpHeader {
-            sport: u16at(0),
-            dport: u16at(2),
-            seq: u32at(4),
-            ack: u32at(8),
-            flags: t[13],
-            window: u16at(14),
-        })
-    }
-}
-
-/// An IPv6 TCP segment without options or payload. Raw IPv6 sockets send and deliver the TCP
-/// header alone: the addresses travel beside it (bound source, `sockaddr_in6`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Segment6 {
-    /// IPv6 source.
-    pub src: Ipv6Addr,
-    /// IPv6 destination.
-    pub dst: Ipv6Addr,
-    /// TCP source port.
-    pub sport: u16,
-    /// TCP destination port.
-    pub dport: u16,
-    /// Sequence number.
-    pub seq: u32,
-    /// Acknowledgment number.
-    pub ack: u32,
-    /// Flag bits ([`flags`]).
-    pub flags: u8,
-    /// Receive window.
-    pub window: u16,
-}
-
 impl Segment6 {
-    /// A SYN from `src:sport` to `dst:dport` carrying `seq`.
-    pub fn syn(src: Ipv6Addr, sport: u16, dst: Ipv6Addr, dport: u16, seq: u32) -> Segment6 {
-        Segment6 {
-            src,
-            dst,
-            sport,
-            dport,
-            seq,
-            ack: 0,
-            flags: flags::SYN,
-            window: 65535,
-        }
-    }
-
     /// The TCP header, checksum over the IPv6 pseudo-header filled in.
     pub fn encode(&self) -> [u8; TCP_HEADER_LEN] {
         let mut t = [0u8; TCP_HEADER_LEN];
-        TcpHeader {
-            sport: self.sport,
-            dport: self.dport,
-            seq: self.seq,
-            ack: self.ack,
-            flags: self.flags,
-            window: self.window,
-        }
-        .write(&mut t);
+        self.write_tcp(&mut t);
         let sum = tcp6_checksum(self.src, self.dst, &t);
         t[16..18].copy_from_slice(&sum.to_be_bytes());
         t
@@ -250,22 +180,7 @@ impl Segment6 {
     /// Parse the TCP header `tcp` (options and payload skipped) of a segment from `src` to
     /// `dst`. The checksum is not verified (looped-back segments carry unfinished ones).
     pub fn decode(src: Ipv6Addr, dst: Ipv6Addr, tcp: &[u8]) -> Option<Segment6> {
-        let t = TcpHeader::read(tcp)?;
-        Some(Segment6 {
-            src,
-            dst,
-            sport: t.sport,
-            dport: t.dport,
-            seq: t.seq,
-            ack: t.ack,
-            flags: t.flags,
-            window: t.window,
-        })
-    }
-
-    /// As [`Segment::reply_to_syn`].
-    pub fn reply_to_syn(&self) -> Option<(Verdict, u32)> {
-        reply_to_syn(self.flags, self.ack)
+        Segment6::read_tcp(src, dst, tcp)
     }
 }
 
