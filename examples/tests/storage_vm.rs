@@ -6,7 +6,6 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-use std::collections::BTreeSet;
 use std::time::Duration;
 
 use testkit::vm::{self, UdpLink, Vm};
@@ -126,14 +125,6 @@ ip -o addr show dev eth0 | grep -q 192.168.61.100 && echo "VIP on beta"
 cat /tmp/log >&2
 "#;
 
-fn sums(stdout: &str) -> BTreeSet<String> {
-    stdout
-        .lines()
-        .filter_map(|l| l.strip_prefix("SUM "))
-        .map(str::to_string)
-        .collect()
-}
-
 #[test]
 fn storage_pair_fails_over_vip_disk_and_filesystem() {
     if !testkit::privileged("storage_pair_fails_over_vip_disk_and_filesystem") {
@@ -180,7 +171,7 @@ fn storage_pair_fails_over_vip_disk_and_filesystem() {
     assert_eq!(b.exit_code, 0, "beta failed: {}", b.stderr);
     assert!(a.stdout.contains("VIP on alpha"));
     assert!(b.stdout.contains("VIP on beta"));
-    let (sa, sb) = (sums(&a.stdout), sums(&b.stdout));
+    let (sa, sb) = (a.tagged("SUM "), b.tagged("SUM "));
     assert_eq!(sa.len(), 4, "alpha printed {sa:?}");
     assert_eq!(sa, sb, "files differ after failover");
     assert!(

@@ -3,7 +3,6 @@
 //! killed, and the Secondary promotes, mounts and finds the same files (checksums).
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-use std::collections::BTreeSet;
 use std::time::Duration;
 use testkit::vm::{self, UdpLink, Vm};
 
@@ -66,14 +65,6 @@ grep -c . /mnt/note >/dev/null && echo "VERDICT files readable after failover"
 cat /tmp/b.log >&2
 "#;
 
-fn sums(stdout: &str) -> BTreeSet<String> {
-    stdout
-        .lines()
-        .filter_map(|l| l.strip_prefix("SUM "))
-        .map(str::to_string)
-        .collect()
-}
-
 #[test]
 fn ext4_on_kernel_nbd_survives_failover() {
     if !testkit::privileged("ext4_on_kernel_nbd_survives_failover") {
@@ -112,7 +103,7 @@ fn ext4_on_kernel_nbd_survives_failover() {
     .unwrap();
     assert_eq!(a.exit_code, 0, "primary failed: {}", a.stderr);
     assert_eq!(b.exit_code, 0, "secondary failed: {}", b.stderr);
-    let (sa, sb) = (sums(&a.stdout), sums(&b.stdout));
+    let (sa, sb) = (a.tagged("SUM "), b.tagged("SUM "));
     assert_eq!(sa.len(), 4, "A printed {sa:?}");
     assert_eq!(sa, sb, "files differ after failover");
     assert!(b.stdout.contains("VERDICT files readable after failover"));

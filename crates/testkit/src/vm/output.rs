@@ -1,6 +1,6 @@
 //! Waiting for a VM and reading what it reported over its serial ports.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::fs;
 use std::os::unix::process::ExitStatusExt;
 use std::process::{Child, ExitStatus};
@@ -153,6 +153,15 @@ impl VmOutput {
     /// True when the command exited 0.
     pub fn success(&self) -> bool {
         self.exit_code == 0
+    }
+
+    /// The distinct lines of stdout that start with `tag`, without it: guest scripts tag what
+    /// a test reads back (e.g. `SUM ` before each checksum line).
+    pub fn tagged(&self, tag: &str) -> BTreeSet<&str> {
+        self.stdout
+            .lines()
+            .filter_map(|l| l.strip_prefix(tag))
+            .collect()
     }
 
     /// `Ok(self)` when the command exited 0, else an error carrying its output.
