@@ -241,30 +241,9 @@ impl SynProber {
         };
         let recv = raw_socket(domain, libc::IPPROTO_TCP)?;
         attach_port_filter(&recv, self.inner.sport, v6)?;
-        let r = match addr {
-            IpAddr::V4(a) => {
-                let sin = sockaddr(SocketAddrV4::new(a, 0));
-                // SAFETY: sin is a valid sockaddr_in for the call.
-                unsafe {
-                    libc::bind(
-                        recv.as_raw_fd(),
-                        (&sin as *const libc::sockaddr_in).cast(),
-                        std::mem::size_of::<libc::sockaddr_in>() as libc::socklen_t,
-                    )
-                }
-            }
-            IpAddr::V6(a) => {
-                let sin6 = sockaddr6(SocketAddrV6::new(a, 0, 0, 0));
-                // SAFETY: sin6 is a valid sockaddr_in6 for the call.
-                unsafe {
-                    libc::bind(
-                        recv.as_raw_fd(),
-                        (&sin6 as *const libc::sockaddr_in6).cast(),
-                        std::mem::size_of::<libc::sockaddr_in6>() as libc::socklen_t,
-                    )
-                }
-            }
-        };
+        let local = socket2::SockAddr::from(SocketAddr::new(addr, 0));
+        // SAFETY: `local` is a valid socket address of the length it reports.
+        let r = unsafe { libc::bind(recv.as_raw_fd(), local.as_ptr().cast(), local.len()) };
         if r < 0 {
             let e = io::Error::last_os_error();
             return Err(io::Error::new(
@@ -479,11 +458,8 @@ impl SynProber {
         if let Some(s) = lock(&self.inner.sources).get(&dst) {
             return Ok(*s);
         }
-        let u = std::net::UdpSocket::bind(("0.0.0.0", 0))?;
-        u.connect((dst, 9))?;
-        let src = match u.local_addr()? {
-            std::net::SocketAddr::V4(a) => *a.ip(),
-            std::net::SocketAddr::V6(_) => return Err(io::Error::other("no IPv4 source address")),
+        let IpAddr::V4(src) = route_source(SocketAddr::from((dst, 9)))? else {
+            return Err(io::Error::other("no IPv4 source address"));
         };
         self.open_recv(src.into())?;
         lock(&self.inner.sources).insert(dst, src);
@@ -518,7 +494,7 @@ impl SynProber {
             .find(|r| r.addr == IpAddr::V6(src))
             .map(|r| r.fd.clone())
             .ok_or_else(|| io::Error::other(format!("no tcp_syn socket for source {src}")))?;
-        let dst = sockaddr6(SocketAddrV6::new(*target.ip(), 0, 0, target.scope_id()));
+        let dst = socket2::SockAddr::from(SocketAddrV6::new(*target.ip(), 0, 0, target.scope_id()));
         // SAFETY: tcp and dst are live for the call, with the lengths given.
         let n = unsafe {
             libc::sendto(
@@ -526,8 +502,8 @@ impl SynProber {
                 tcp.as_ptr().cast(),
                 tcp.len(),
                 0,
-                (&dst as *const libc::sockaddr_in6).cast(),
-                std::mem::size_of::<libc::sockaddr_in6>() as libc::socklen_t,
+                dst.as_ptr().cast(),
+                dst.len(),
             )
         };
         if n < 0 {
@@ -546,16 +522,26 @@ impl SynProber {
         if let Some(s) = lock(&self.inner.sources6).get(dst.ip()) {
             return Ok(*s);
         }
-        let u = std::net::UdpSocket::bind("[::]:0")?;
-        u.connect(SocketAddrV6::new(*dst.ip(), 9, 0, dst.scope_id()))?;
-        let src = match u.local_addr()? {
-            SocketAddr::V6(a) => *a.ip(),
-            SocketAddr::V4(_) => return Err(io::Error::other("no IPv6 source address")),
+        let to = SocketAddrV6::new(*dst.ip(), 9, 0, dst.scope_id());
+        let IpAddr::V6(src) = route_source(to.into())? else {
+            return Err(io::Error::other("no IPv6 source address"));
         };
         self.open_recv(src.into())?;
         lock(&self.inner.sources6).insert(*dst.ip(), src);
         Ok(src)
     }
+}
+
+/// The local address the kernel's routing picks towards `dst` (a connected UDP socket: no
+/// packet is sent).
+fn route_source(dst: SocketAddr) -> io::Result<IpAddr> {
+    let any: SocketAddr = match dst {
+        SocketAddr::V4(_) => (Ipv4Addr::UNSPECIFIED, 0).into(),
+        SocketAddr::V6(_) => (Ipv6Addr::UNSPECIFIED, 0).into(),
+    };
+    let u = std::net::UdpSocket::bind(any)?;
+    u.connect(dst)?;
+    Ok(u.local_addr()?.ip())
 }
 
 /// A bound, never listening dual-stack TCP socket holding a port in both families.
@@ -568,18 +554,6 @@ fn reserve_port_dual_stack() -> io::Result<socket2::Socket> {
     s.set_only_v6(false)?;
     s.bind(&std::net::SocketAddr::from((Ipv6Addr::UNSPECIFIED, 0)).into())?;
     Ok(s)
-}
-
-fn sockaddr6(a: SocketAddrV6) -> libc::sockaddr_in6 {
-    // SAFETY: an all-zero sockaddr_in6 is valid; the fields are set below.
-    let mut s: libc::sockaddr_in6 = unsafe { std::mem::zeroed() };
-    s.sin6_family = libc::AF_INET6 as libc::sa_family_t;
-    s.sin6_port = a.port().to_be();
-    s.sin6_addr = libc::in6_addr {
-        s6_addr: a.ip().octets(),
-    };
-    s.sin6_scope_id = a.scope_id();
-    s
 }
 
 /// Set a socket buffer size: the FORCE option works as root and beyond the sysctl maximum;
