@@ -13,7 +13,6 @@ use std::net::SocketAddr;
 use std::time::Duration;
 
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::TcpStream;
 
 use super::ProbeOutcome;
 
@@ -103,9 +102,7 @@ pub async fn banner(
     send: Option<&str>,
     expect: &str,
 ) -> Result<ProbeOutcome, String> {
-    let mut s = TcpStream::connect(target)
-        .await
-        .map_err(|e| format!("connect {target}: {e}"))?;
+    let mut s = super::probe::connect(target).await?;
     // RST on close (SO_LINGER 0), like the connect check: no FIN handshake, no TIME_WAIT.
     socket2::SockRef::from(&s)
         .set_linger(Some(Duration::ZERO))

@@ -91,23 +91,22 @@ pub async fn run_probe_in(key: &ProbeKey, ctx: &ProbeContext) -> ProbeOutcome {
     let fut = async {
         match &key.spec.kind {
             CheckKind::Connect => connect_check(target).await.map(|_| ProbeOutcome::Up),
-            CheckKind::TcpSyn => match (target, &ctx.syn, &ctx.syn_error) {
-                (SocketAddr::V4(t4), Some(p), _) => match p.probe(t4).await {
-                    Ok(Verdict::Open) => Ok(ProbeOutcome::Up),
-                    Ok(Verdict::Closed) => {
-                        Err(format!("connect {target}: connection refused (RST to SYN)"))
+            CheckKind::TcpSyn => match (&ctx.syn, &ctx.syn_error) {
+                (Some(p), _) => {
+                    let verdict = match target {
+                        SocketAddr::V4(t4) => p.probe(t4).await,
+                        SocketAddr::V6(t6) => p.probe6(t6).await,
+                    };
+                    match verdict {
+                        Ok(Verdict::Open) => Ok(ProbeOutcome::Up),
+                        Ok(Verdict::Closed) => {
+                            Err(format!("connect {target}: connection refused (RST to SYN)"))
+                        }
+                        Err(e) => Err(format!("send SYN to {target}: {e}")),
                     }
-                    Err(e) => Err(format!("send SYN to {target}: {e}")),
-                },
-                (SocketAddr::V6(t6), Some(p), _) => match p.probe6(t6).await {
-                    Ok(Verdict::Open) => Ok(ProbeOutcome::Up),
-                    Ok(Verdict::Closed) => {
-                        Err(format!("connect {target}: connection refused (RST to SYN)"))
-                    }
-                    Err(e) => Err(format!("send SYN to {target}: {e}")),
-                },
-                (_, None, Some(err)) => Err(err.clone()),
-                _ => connect_check(target).await.map(|_| ProbeOutcome::Up),
+                }
+                (None, Some(err)) => Err(err.clone()),
+                (None, None) => connect_check(target).await.map(|_| ProbeOutcome::Up),
             },
             CheckKind::Http {
                 path,
@@ -122,10 +121,10 @@ pub async fn run_probe_in(key: &ProbeKey, ctx: &ProbeContext) -> ProbeOutcome {
                     expect_status: *expect_status,
                     expect: expect_substring.as_deref(),
                 };
+                let tcp = connect(target).await?;
                 match tls {
-                    None => http(target, connect(target).await?, &req).await,
+                    None => http(target, tcp, &req).await,
                     Some(tls) => {
-                        let tcp = connect(target).await?;
                         let s = super::tls::handshake(tcp, target, tls, req.host).await?;
                         http(target, s, &req).await
                     }
@@ -208,7 +207,8 @@ fn settled(sock: &socket2::Socket) -> std::io::Result<()> {
     }
 }
 
-async fn connect(target: SocketAddr) -> Result<TcpStream, String> {
+/// A TCP connection to `target`; the error names it.
+pub(super) async fn connect(target: SocketAddr) -> Result<TcpStream, String> {
     TcpStream::connect(target)
         .await
         .map_err(|e| format!("connect {target}: {e}"))
