@@ -16,7 +16,7 @@ use std::time::{Duration, Instant};
 use anyhow::Context;
 
 use super::report::Idle;
-use super::rig::{Rig, cpu_secs};
+use super::rig::{Rig, cpu_secs, die_with_parent, realtime_thread};
 
 /// UDP port of the floor loops (away from the daemons' and the client's ports).
 const FLOOR_PORT: u16 = 7796;
@@ -25,23 +25,11 @@ pub const FLOOR_BYTES: usize = 128;
 
 /// Run the floor loop until killed.
 pub fn serve(peer: Ipv4Addr, port: u16, period: Duration, bytes: usize) -> anyhow::Result<()> {
-    // SAFETY: prctl with integer arguments only: die with the bench.
-    unsafe {
-        libc::prctl(
-            libc::PR_SET_PDEATHSIG,
-            libc::SIGKILL as libc::c_ulong,
-            0,
-            0,
-            0,
-        );
-    }
+    die_with_parent();
     // What `ha-net-node --realtime` does (ha_net::runtime::raise_priority(50)).
-    // SAFETY: plain syscalls; the sched_param pointer is valid for the call.
-    unsafe {
-        libc::mlockall(libc::MCL_CURRENT | libc::MCL_FUTURE);
-        let param = libc::sched_param { sched_priority: 50 };
-        libc::sched_setscheduler(0, libc::SCHED_FIFO, &param);
-    }
+    // SAFETY: plain syscall without pointers.
+    unsafe { libc::mlockall(libc::MCL_CURRENT | libc::MCL_FUTURE) };
+    realtime_thread(50);
     let sock = UdpSocket::bind(("0.0.0.0", port))
         .with_context(|| format!("floor: binding UDP port {port}"))?;
     sock.set_nonblocking(true).context("floor: O_NONBLOCK")?;

@@ -11,22 +11,12 @@ use std::net::UdpSocket;
 
 use anyhow::Context;
 
-use super::rig::realtime_thread;
+use super::rig::{die_with_parent, realtime_thread};
 
 /// Serve forever (until killed).
 pub fn serve(name: &str, port: u16) -> anyhow::Result<()> {
-    // Die with the bench even if it is killed before its cleanup runs (the bench spawns
-    // responders from its main thread, which lives as long as the bench).
-    // SAFETY: prctl with integer arguments only.
-    unsafe {
-        libc::prctl(
-            libc::PR_SET_PDEATHSIG,
-            libc::SIGKILL as libc::c_ulong,
-            0,
-            0,
-            0,
-        );
-    }
+    // The bench spawns responders from its main thread, which lives as long as the bench.
+    die_with_parent();
     // Same priority as the client's threads: the harness must not be what is slow.
     realtime_thread(40);
     let sock = UdpSocket::bind(("0.0.0.0", port))

@@ -250,6 +250,21 @@ fn clock_ticks() -> f64 {
     if t > 0 { t as f64 } else { 100.0 }
 }
 
+/// Have the kernel SIGKILL this process when the bench that started it dies, even by
+/// SIGKILL before its clean-up runs (its helper processes must not outlive it).
+pub fn die_with_parent() {
+    // SAFETY: prctl with integer arguments only.
+    unsafe {
+        libc::prctl(
+            libc::PR_SET_PDEATHSIG,
+            libc::SIGKILL as libc::c_ulong,
+            0,
+            0,
+            0,
+        );
+    }
+}
+
 /// Give the calling thread SCHED_FIFO `prio`; false when refused (the bench then runs with
 /// normal priority and says so). Processes it starts get normal priority again
 /// (SCHED_RESET_ON_FORK), so the daemons under test only run real-time if they ask for it.
