@@ -405,34 +405,28 @@ fn build_virtual(
                 vs.addr, vs.line
             ));
         }
-        Ok(match svc_name.as_deref() {
-            Some("http") => (http(request, receive, None), negotiate_timeout),
-            Some("https") => (
+        let banner_check = |expect: &str| {
+            let kind = CheckKind::Banner {
+                send: request.map(unescape),
+                expect: expect.to_string(),
+            };
+            (kind, negotiate_timeout)
+        };
+        let greeting = svc_name.as_deref().and_then(banner::default_expect);
+        Ok(match (svc_name.as_deref(), greeting) {
+            (Some("http"), _) => (http(request, receive, None), negotiate_timeout),
+            (Some("https"), _) => (
                 http(request, receive, Some(TlsCheck::insecure())),
                 negotiate_timeout,
             ),
-            Some("simpletcp") => {
-                let expect = receive.ok_or_else(|| {
-                    format!(
-                        "service simpletcp (virtual at line {}) needs receive= (in the virtual block or as the 5th word of real=)",
-                        vs.line
-                    )
-                })?;
-                let kind = CheckKind::Banner {
-                    send: request.map(unescape),
-                    expect: expect.to_string(),
-                };
-                (kind, negotiate_timeout)
-            }
-            Some(svc) if banner::default_expect(svc).is_some() => {
-                let expect = receive.or(banner::default_expect(svc)).unwrap_or_default();
-                let kind = CheckKind::Banner {
-                    send: request.map(unescape),
-                    expect: expect.to_string(),
-                };
-                (kind, negotiate_timeout)
-            }
-            other => {
+            (Some("simpletcp"), _) => banner_check(receive.ok_or_else(|| {
+                format!(
+                    "service simpletcp (virtual at line {}) needs receive= (in the virtual block or as the 5th word of real=)",
+                    vs.line
+                )
+            })?),
+            (_, Some(greeting)) => banner_check(receive.unwrap_or(greeting)),
+            (other, None) => {
                 warnings.push(format!(
                     "virtual {} (line {}): negotiate check for service {:?} imported as a TCP connect check",
                     vs.addr, vs.line, other.unwrap_or("unknown")
@@ -467,12 +461,17 @@ fn build_virtual(
             "ping" => (CheckKind::Ping, connect_timeout),
             // ldirectord: connect checks with a negotiate every Nth time; we always negotiate
             // protocols we speak (a stronger check) and connect otherwise.
-            n if n.bytes().all(|b| b.is_ascii_digit()) => match svc_name.as_deref() {
-                Some("http" | "https" | "simpletcp" | "smtp" | "ftp" | "pop" | "imap" | "nntp") => {
+            n if n.bytes().all(|b| b.is_ascii_digit()) => {
+                let spoken = svc_name.as_deref().is_some_and(|s| {
+                    matches!(s, "http" | "https" | "simpletcp")
+                        || banner::default_expect(s).is_some()
+                });
+                if spoken {
                     negotiate(request, receive, warnings)?
+                } else {
+                    (CheckKind::Connect, connect_timeout)
                 }
-                _ => (CheckKind::Connect, connect_timeout),
-            },
+            }
             t => return Err(format!("unknown checktype {t:?}")),
         };
         Ok(Some(CheckSpec {
