@@ -47,12 +47,12 @@ impl Timing {
                 self.initdead, self.deadtime
             )));
         }
-        if let DetectorKind::PhiAccrual { threshold } = self.detector {
-            if !(threshold.is_finite() && threshold > 0.0) {
-                return Err(Error::Invalid(format!(
-                    "phi accrual threshold must be a positive number, got {threshold}"
-                )));
-            }
+        if let DetectorKind::PhiAccrual { threshold } = self.detector
+            && !(threshold.is_finite() && threshold > 0.0)
+        {
+            return Err(Error::Invalid(format!(
+                "phi accrual threshold must be a positive number, got {threshold}"
+            )));
         }
         Ok(())
     }
@@ -325,13 +325,13 @@ impl Liveness {
         let initdead_over = now.saturating_since(self.boot) >= timing.initdead;
         for p in self.peers.values_mut() {
             for (i, l) in p.links.iter_mut().enumerate() {
-                if let (true, Some(h)) = (l.up, l.last_heard) {
-                    if now.saturating_since(h) >= Self::detect_after(&timing, l) {
-                        l.up = false;
-                        l.intervals.clear();
-                        let link = LinkId(u8::try_from(i).unwrap_or(u8::MAX));
-                        events.push(LivenessEvent::LinkDown(p.node, link));
-                    }
+                if let (true, Some(h)) = (l.up, l.last_heard)
+                    && now.saturating_since(h) >= Self::detect_after(&timing, l)
+                {
+                    l.up = false;
+                    l.intervals.clear();
+                    let link = LinkId(u8::try_from(i).unwrap_or(u8::MAX));
+                    events.push(LivenessEvent::LinkDown(p.node, link));
                 }
             }
             let any_up = p.links.iter().any(|l| l.up);

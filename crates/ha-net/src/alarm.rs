@@ -113,11 +113,11 @@ impl Alarm {
             // (a vDSO call, not a syscall). Each expiry wakes epoll with a fresh edge and
             // re-arming resets the count, so clearing tokio's readiness loses nothing.
             guard.clear_ready();
-            if let Some(at) = self.armed {
-                if monotonic() >= self.base + at {
-                    self.armed = None;
-                    return;
-                }
+            if let Some(at) = self.armed
+                && monotonic() >= self.base + at
+            {
+                self.armed = None;
+                return;
             }
         }
     }

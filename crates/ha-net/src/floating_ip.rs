@@ -176,12 +176,12 @@ fn held_insert(id: &ResourceId, token: u64, tx: Sender<()>) {
 }
 
 fn held_remove(id: &ResourceId, token: u64) {
-    if let Ok(mut held) = HELD.lock() {
-        if let Some(list) = held.get_mut(id) {
-            list.retain(|(t, _)| *t != token);
-            if list.is_empty() {
-                held.remove(id);
-            }
+    if let Ok(mut held) = HELD.lock()
+        && let Some(list) = held.get_mut(id)
+    {
+        list.retain(|(t, _)| *t != token);
+        if list.is_empty() {
+            held.remove(id);
         }
     }
 }

@@ -385,13 +385,15 @@ impl Driver {
             // StandbyDone means our groups are stopped; stay until a peer actually runs them,
             // because it may still need our grant (leaving now would make it wait for our
             // deadtime instead).
-            if standby_done && shutdown.is_some() && self.handed_over() {
-                if let Some((_, done)) = shutdown.take() {
-                    tracing::info!(node = %self.node.id(), "groups handed over; shutting down");
-                    // Last word: the frames the final pump queued are already sent.
-                    let _ = done.send(true);
-                    return Ok(());
-                }
+            if standby_done
+                && shutdown.is_some()
+                && self.handed_over()
+                && let Some((_, done)) = shutdown.take()
+            {
+                tracing::info!(node = %self.node.id(), "groups handed over; shutting down");
+                // Last word: the frames the final pump queued are already sent.
+                let _ = done.send(true);
+                return Ok(());
             }
             let next = [self.node.poll_timeout(), self.session.poll_timeout()]
                 .into_iter()

@@ -619,10 +619,10 @@ impl<M: WireMessage> Session<M> {
                 None => skip_upto = skip_upto.max(s),
             }
         }
-        if skip_upto > 0 {
-            if let Err(e) = self.emit(Some(peer), self.ctl_last, &Body::Skip { upto: skip_upto }) {
-                tracing::error!(error = %e, "cannot send skip");
-            }
+        if skip_upto > 0
+            && let Err(e) = self.emit(Some(peer), self.ctl_last, &Body::Skip { upto: skip_upto })
+        {
+            tracing::error!(error = %e, "cannot send skip");
         }
     }
 

@@ -125,10 +125,10 @@ fn parse_protocol(s: &str) -> std::result::Result<Protocol, String> {
 
 /// Open the disk (creating it if asked) and load or create the metadata.
 async fn open_devices(a: &Args) -> Result<(DynDevice, Metadata)> {
-    if let Some(size) = a.size {
-        if !a.disk.exists() {
-            FileDevice::create(&a.disk, size)?;
-        }
+    if let Some(size) = a.size
+        && !a.disk.exists()
+    {
+        FileDevice::create(&a.disk, size)?;
     }
     let mode = if a.create_md {
         MetaMode::Create

@@ -69,7 +69,7 @@ impl FileDevice {
 
     fn check_direct(&self, offset: u64, len: u64) -> Result<()> {
         let a = DIRECT_ALIGN as u64;
-        if self.direct && (offset % a != 0 || len % a != 0) {
+        if self.direct && (!offset.is_multiple_of(a) || !len.is_multiple_of(a)) {
             return Err(Error::State(format!(
                 "{}: O_DIRECT needs {a}-byte aligned requests (offset {offset}, length {len})",
                 self.path.display()

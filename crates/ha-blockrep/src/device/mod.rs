@@ -121,10 +121,10 @@ mod tests {
         assert_eq!(dev.size(), 1 << 20);
         exercise(Arc::new(dev)).await;
         // O_DIRECT may be refused by tmpfs; only exercise it where it opens.
-        if let Ok(d) = FileDevice::open(&path, true) {
-            if d.write(0, &vec![7u8; 4096], false).await.is_ok() {
-                assert!(d.read(0, 4096).await.unwrap().iter().all(|&b| b == 7));
-            }
+        if let Ok(d) = FileDevice::open(&path, true)
+            && d.write(0, &vec![7u8; 4096], false).await.is_ok()
+        {
+            assert!(d.read(0, 4096).await.unwrap().iter().all(|&b| b == 7));
         }
     }
 

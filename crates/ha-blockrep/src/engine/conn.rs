@@ -803,17 +803,18 @@ impl Engine {
             drop(md);
             // Fencing runs without the metadata lock: I/O continues meanwhile (resource-only
             // does not freeze I/O).
-            if role == Role::Primary && self.inner.cfg.fencing == super::Fencing::ResourceOnly {
-                if let (Some(h), Some(name)) = (self.inner.cfg.fence_handler.clone(), peer_name) {
-                    let ok = tokio::task::spawn_blocking(move || h(&name))
-                        .await
-                        .unwrap_or(false);
-                    tracing::info!(outdated = ok, "fence-peer handler ran");
-                    let mut md = self.inner.md.lock().await;
-                    md.sb.set(MDF_PEER_OUTDATED, ok);
-                    if let Err(e) = md.write_sb().await {
-                        tracing::error!(error = %e, "superblock write after fencing failed");
-                    }
+            if role == Role::Primary
+                && self.inner.cfg.fencing == super::Fencing::ResourceOnly
+                && let (Some(h), Some(name)) = (self.inner.cfg.fence_handler.clone(), peer_name)
+            {
+                let ok = tokio::task::spawn_blocking(move || h(&name))
+                    .await
+                    .unwrap_or(false);
+                tracing::info!(outdated = ok, "fence-peer handler ran");
+                let mut md = self.inner.md.lock().await;
+                md.sb.set(MDF_PEER_OUTDATED, ok);
+                if let Err(e) = md.write_sb().await {
+                    tracing::error!(error = %e, "superblock write after fencing failed");
                 }
             }
         }

@@ -146,10 +146,10 @@ impl Link {
 
     /// Peer received `seq` (protocol B).
     pub(crate) fn recv_ack(&self, seq: u64) {
-        if let Some(e) = self.pending().writes.get_mut(&seq) {
-            if let Some(t) = e.recv.take() {
-                let _ = t.send(PeerOutcome::Done);
-            }
+        if let Some(e) = self.pending().writes.get_mut(&seq)
+            && let Some(t) = e.recv.take()
+        {
+            let _ = t.send(PeerOutcome::Done);
         }
     }
 

@@ -659,10 +659,10 @@ impl Engine {
             link.and_then(|l| l.send_flush(seq))
         };
         self.inner.dev.flush().await?;
-        if let Some(rx) = sent {
-            if self.inner.cfg.protocol != Protocol::A {
-                let _ = rx.await;
-            }
+        if let Some(rx) = sent
+            && self.inner.cfg.protocol != Protocol::A
+        {
+            let _ = rx.await;
         }
         c.flushed_writes.fetch_max(seen, Ordering::AcqRel);
         Ok(())

@@ -184,7 +184,7 @@ impl AlSnapshot {
 
     /// Decode a slot; `None` if empty, torn or corrupt.
     pub fn decode(b: &[u8]) -> Option<Self> {
-        if b.len() < 24 || b.len() % 4 != 0 {
+        if b.len() < 24 || !b.len().is_multiple_of(4) {
             return None;
         }
         let n = b.len();

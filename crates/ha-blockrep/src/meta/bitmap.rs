@@ -185,10 +185,10 @@ impl Bitmap {
         }
         // Mask bits beyond nbits in the last word so counts stay exact.
         let tail = self.nbits % 64;
-        if tail != 0 {
-            if let Some(last) = self.words.last_mut() {
-                *last &= (1u64 << tail) - 1;
-            }
+        if tail != 0
+            && let Some(last) = self.words.last_mut()
+        {
+            *last &= (1u64 << tail) - 1;
         }
     }
 

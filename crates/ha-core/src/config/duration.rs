@@ -127,7 +127,7 @@ pub fn format_duration(d: Duration) -> String {
         return "0s".to_owned();
     }
     for (name, ns) in FORMAT_UNITS {
-        if nanos % ns == 0 {
+        if nanos.is_multiple_of(*ns) {
             return format!("{}{name}", nanos / ns);
         }
     }

@@ -329,11 +329,11 @@ impl Node {
     pub fn handle_action_done(&mut self, now: Timestamp, action: ActionId, outcome: OcfCode) {
         self.enter(now);
         let now = self.now;
-        if let Some((gi, ri, op)) = self.actions.remove(&action) {
-            if self.groups[gi].pending.map(|p| p.0) == Some(action) {
-                self.groups[gi].pending = None;
-                self.on_action_done(now, gi, ri, op, outcome);
-            }
+        if let Some((gi, ri, op)) = self.actions.remove(&action)
+            && self.groups[gi].pending.map(|p| p.0) == Some(action)
+        {
+            self.groups[gi].pending = None;
+            self.on_action_done(now, gi, ri, op, outcome);
         }
         self.step(now);
     }
@@ -547,24 +547,25 @@ impl Node {
         p.standby = hb.standby;
         let mut granted = Vec::new();
         for r in hb.groups {
-            if let Some(gi) = self.groups.iter().position(|g| g.id == r.group) {
-                if gi < ngroups && p.reports[gi] != r {
-                    changed = true;
-                    if matches!(r.state, GroupState::Running | GroupState::Starting) {
-                        self.groups[gi].last_holder = Some(from);
-                    }
-                    let g = &mut self.groups[gi];
-                    let mine = g.claim.map(|c| Grant {
-                        node: self.me,
-                        incarnation: my_inc,
-                        claim: c,
-                    });
-                    if mine.is_some() && r.grant == mine && !g.granted_by.contains(&from) {
-                        g.granted_by.push(from);
-                        granted.push(g.id.clone());
-                    }
-                    p.reports[gi] = r;
+            if let Some(gi) = self.groups.iter().position(|g| g.id == r.group)
+                && gi < ngroups
+                && p.reports[gi] != r
+            {
+                changed = true;
+                if matches!(r.state, GroupState::Running | GroupState::Starting) {
+                    self.groups[gi].last_holder = Some(from);
                 }
+                let g = &mut self.groups[gi];
+                let mine = g.claim.map(|c| Grant {
+                    node: self.me,
+                    incarnation: my_inc,
+                    claim: c,
+                });
+                if mine.is_some() && r.grant == mine && !g.granted_by.contains(&from) {
+                    g.granted_by.push(from);
+                    granted.push(g.id.clone());
+                }
+                p.reports[gi] = r;
             }
         }
         for group in granted {
@@ -908,10 +909,8 @@ impl Node {
         // nothing, and waking for it would double an idle holder's wakeups.
         let holding = self.majority_grants() && self.groups.iter().any(|g| g.state.maybe_active());
         for p in self.peers.values() {
-            if holding {
-                if let Some(u) = p.lease_until.filter(|&u| u > self.now) {
-                    consider(u);
-                }
+            if holding && let Some(u) = p.lease_until.filter(|&u| u > self.now) {
+                consider(u);
             }
             if let Some(t) = p.fence_retry_at {
                 consider(t);

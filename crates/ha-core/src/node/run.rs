@@ -219,11 +219,11 @@ impl Node {
             }
             for k in 0..self.order.len() {
                 let gi = self.order[k];
-                if self.groups[gi].pending.is_none() {
-                    if let Want::Start = self.decide(gi, now) {
-                        self.begin_start(gi);
-                        return;
-                    }
+                if self.groups[gi].pending.is_none()
+                    && let Want::Start = self.decide(gi, now)
+                {
+                    self.begin_start(gi);
+                    return;
                 }
             }
         }
@@ -239,12 +239,12 @@ impl Node {
                 let c = self.peers.get(&t)?.reports[gi].claim?;
                 Some((t, c))
             });
-            if let Some((t, c)) = asker {
-                if self.groups[gi].last_request != Some((t, c)) {
-                    self.groups[gi].last_request = Some((t, c));
-                    let group = self.groups[gi].id.clone();
-                    self.event(Event::TakeoverRequested { group, from: t });
-                }
+            if let Some((t, c)) = asker
+                && self.groups[gi].last_request != Some((t, c))
+            {
+                self.groups[gi].last_request = Some((t, c));
+                let group = self.groups[gi].id.clone();
+                self.event(Event::TakeoverRequested { group, from: t });
             }
         }
         let g = &mut self.groups[gi];
@@ -269,15 +269,15 @@ impl Node {
 
     pub(super) fn begin_start(&mut self, gi: usize) {
         let gid = self.groups[gi].id.clone();
-        if let Some(from) = self.groups[gi].last_holder.filter(|&h| h != self.me) {
-            if !self.peer_up(from) {
-                info!(node = %self.me, group = %gid, %from, "failover");
-                self.event(Event::Failover {
-                    group: gid.clone(),
-                    from,
-                    to: self.me,
-                });
-            }
+        if let Some(from) = self.groups[gi].last_holder.filter(|&h| h != self.me)
+            && !self.peer_up(from)
+        {
+            info!(node = %self.me, group = %gid, %from, "failover");
+            self.event(Event::Failover {
+                group: gid.clone(),
+                from,
+                to: self.me,
+            });
         }
         let g = &mut self.groups[gi];
         g.state = GroupState::Starting;

@@ -472,15 +472,14 @@ impl Sim {
             Ev::FenceDone { fencer, .. } => Some(*fencer),
             Ev::Resume { .. } | Ev::Fault(_) => None,
         };
-        if let Some(i) = target.and_then(|t| self.idx(t)) {
-            if let Some(until) = self.nodes[i].stalled_until {
-                if self.now < until {
-                    if !matches!(ev, Ev::Timer { .. }) {
-                        self.nodes[i].held.push(ev);
-                    }
-                    return;
-                }
+        if let Some(i) = target.and_then(|t| self.idx(t))
+            && let Some(until) = self.nodes[i].stalled_until
+            && self.now < until
+        {
+            if !matches!(ev, Ev::Timer { .. }) {
+                self.nodes[i].held.push(ev);
             }
+            return;
         }
         match ev {
             Ev::Deliver {
@@ -550,13 +549,13 @@ impl Sim {
                 if self.nodes[fi].incarnation != inc || self.nodes[fi].node.is_none() {
                     return; // the fencer died: the request never completed
                 }
-                if let Some(ti) = self.idx(target) {
-                    if self.nodes[ti].node.is_some() {
-                        self.crash(ti);
-                        if let Some(d) = self.cfg.fence_reboot {
-                            let at = self.now + d;
-                            self.push(at, Ev::Fault(Fault::Restart(target)));
-                        }
+                if let Some(ti) = self.idx(target)
+                    && self.nodes[ti].node.is_some()
+                {
+                    self.crash(ti);
+                    if let Some(d) = self.cfg.fence_reboot {
+                        let at = self.now + d;
+                        self.push(at, Ev::Fault(Fault::Restart(target)));
                     }
                 }
                 self.record(target, LogKind::Fenced(target));
@@ -626,13 +625,13 @@ impl Sim {
             Fault::Heal => self.cuts.clear(),
             Fault::Loss(p) => self.cfg.loss = p.clamp(0.0, 1.0),
             Fault::Stall(n, d) => {
-                if let Some(i) = self.idx(n) {
-                    if self.nodes[i].node.is_some() {
-                        let until = self.now + d;
-                        let u = self.nodes[i].stalled_until.map_or(until, |x| x.max(until));
-                        self.nodes[i].stalled_until = Some(u);
-                        self.push(u, Ev::Resume { node: n });
-                    }
+                if let Some(i) = self.idx(n)
+                    && self.nodes[i].node.is_some()
+                {
+                    let until = self.now + d;
+                    let u = self.nodes[i].stalled_until.map_or(until, |x| x.max(until));
+                    self.nodes[i].stalled_until = Some(u);
+                    self.push(u, Ev::Resume { node: n });
                 }
             }
             Fault::ClockJump(n, d) => {

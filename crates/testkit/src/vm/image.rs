@@ -94,10 +94,10 @@ pub fn target_dir() -> Result<PathBuf> {
     if let Some(d) = std::env::var_os("CARGO_TARGET_DIR").filter(|v| !v.is_empty()) {
         return Ok(PathBuf::from(d));
     }
-    if let Ok(exe) = std::env::current_exe() {
-        if let Some(dir) = exe.ancestors().find(|a| a.join("CACHEDIR.TAG").is_file()) {
-            return Ok(dir.to_path_buf());
-        }
+    if let Ok(exe) = std::env::current_exe()
+        && let Some(dir) = exe.ancestors().find(|a| a.join("CACHEDIR.TAG").is_file())
+    {
+        return Ok(dir.to_path_buf());
     }
     let out = cmd::run("cargo", &["metadata", "--format-version", "1", "--no-deps"])?;
     let meta: serde_json::Value = serde_json::from_slice(&out.stdout)
@@ -125,10 +125,8 @@ pub fn ensure_image() -> Result<VmImage> {
 pub fn build_image(force: bool) -> Result<VmImage> {
     let root = cache_root()?;
     let final_dir = root.join(image_key());
-    if !force {
-        if let Ok(img) = VmImage::at(&final_dir) {
-            return Ok(img);
-        }
+    if !force && let Ok(img) = VmImage::at(&final_dir) {
+        return Ok(img);
     }
     fs::create_dir_all(&root).map_err(|e| Error::io(format!("create {}", root.display()), e))?;
     let lock_path = root.join(".lock");
@@ -141,10 +139,8 @@ pub fn build_image(force: bool) -> Result<VmImage> {
     let _lock = nix::fcntl::Flock::lock(lock_file, nix::fcntl::FlockArg::LockExclusive)
         .map_err(|(_, e)| Error::io(format!("lock {}", lock_path.display()), e.into()))?;
     // Somebody else may have built it while we waited for the lock.
-    if !force {
-        if let Ok(img) = VmImage::at(&final_dir) {
-            return Ok(img);
-        }
+    if !force && let Ok(img) = VmImage::at(&final_dir) {
+        return Ok(img);
     }
     let started = Instant::now();
     let tmp = root.join(format!(".tmp-{}-{}", image_key(), std::process::id()));

@@ -338,10 +338,10 @@ pub(super) fn build_into(root: &Path, tmp: &Path) -> Result<()> {
             ],
         )?;
         for line in String::from_utf8_lossy(&out.stdout).lines() {
-            if let Some(rest) = line.strip_prefix("insmod ") {
-                if let Some(p) = rest.split_whitespace().next() {
-                    module_files.insert(PathBuf::from(p));
-                }
+            if let Some(rest) = line.strip_prefix("insmod ")
+                && let Some(p) = rest.split_whitespace().next()
+            {
+                module_files.insert(PathBuf::from(p));
             }
         }
     }
