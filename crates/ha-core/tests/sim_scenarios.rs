@@ -276,6 +276,45 @@ fn standby_hands_groups_over() {
     assert!(sim.violations().is_empty());
 }
 
+/// Leaving standby makes the node eligible again: with auto_failback its preferred group comes
+/// home; without it the group stays on the peer until the operator puts the peer in standby
+/// (heartbeat's hb_standby workflow for moving groups by hand).
+#[test]
+fn online_after_standby_follows_auto_failback() {
+    for failback in [true, false] {
+        let m = model_builder(2)
+            .quorum(QuorumMode::TwoNode)
+            .auto_failback(failback)
+            .group("nfs", &["vip", "disk", "fs", "nfsd"], Some(1))
+            .build();
+        let mut sim = Sim::new(m, rec(), 5).unwrap();
+        sim.run_until(ms(1000));
+        assert_eq!(sim.running_on(&g("nfs")), Some(NodeId(1)));
+        sim.apply(Fault::Standby(NodeId(1)));
+        sim.run_until(ms(1500));
+        assert_eq!(sim.running_on(&g("nfs")), Some(NodeId(2)));
+        assert!(sim.node(NodeId(1)).unwrap().status().standby);
+        sim.apply(Fault::Online(NodeId(1)));
+        sim.run_until(ms(2500));
+        assert!(!sim.node(NodeId(1)).unwrap().status().standby);
+        let want = if failback { NodeId(1) } else { NodeId(2) };
+        assert_eq!(
+            sim.running_on(&g("nfs")),
+            Some(want),
+            "auto_failback {failback}"
+        );
+        if !failback {
+            // Move it home by hand: standby the holder, then bring it back.
+            sim.apply(Fault::Standby(NodeId(2)));
+            sim.run_until(ms(3000));
+            sim.apply(Fault::Online(NodeId(2)));
+            sim.run_until(ms(4000));
+            assert_eq!(sim.running_on(&g("nfs")), Some(NodeId(1)));
+        }
+        assert!(sim.violations().is_empty(), "{:?}", sim.violations());
+    }
+}
+
 #[test]
 fn ipfail_node_that_lost_uplink_releases() {
     let m = model_builder(2)

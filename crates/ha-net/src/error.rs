@@ -33,6 +33,9 @@ pub enum Error {
     /// A frame could not be built (message too large for one datagram).
     #[error("cannot encode frame: {0}")]
     Encode(String),
+    /// A control-socket command was refused (by the node, or the node's answer to a client).
+    #[error("control: {0}")]
+    Control(String),
     /// An error from ha-core.
     #[error(transparent)]
     Core(#[from] ha_core::Error),

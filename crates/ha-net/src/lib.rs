@@ -15,12 +15,14 @@
 //!   graceful handover;
 //! - [`alarm`]: exact (timerfd) wake-ups for the node loop's timers;
 //! - [`floating_ip`]: the `IPaddr` resource (rtnetlink + gratuitous ARP / unsolicited NA);
-//! - [`ping`]: ICMP reachability of ping nodes.
+//! - [`ping`]: ICMP reachability of ping nodes;
+//! - [`control`]: the operator's Unix socket (`standby`, `online`, `status`).
 //!
 //! The `ha-net-node` binary runs one node as a process (used by the namespace tests).
 
 pub mod alarm;
 pub mod auth;
+pub mod control;
 pub mod error;
 pub mod floating_ip;
 pub mod media;

@@ -100,7 +100,8 @@ pub struct RuntimeStatus {
 }
 
 enum Command {
-    Standby,
+    /// Standby (true) or online (false); acknowledged once applied and in the status.
+    Standby(bool, oneshot::Sender<()>),
     Shutdown {
         timeout: Duration,
         done: oneshot::Sender<bool>,
@@ -114,6 +115,46 @@ pub struct NodeRuntime {
     events: broadcast::Sender<Event>,
     status: watch::Receiver<RuntimeStatus>,
     task: JoinHandle<Result<()>>,
+}
+
+/// Operator commands for a running node, detached from its [`NodeRuntime`] (cheap to clone;
+/// the commands fail once the node has stopped).
+#[derive(Debug, Clone)]
+pub struct NodeControl {
+    cmd: mpsc::Sender<Command>,
+    status: watch::Receiver<RuntimeStatus>,
+}
+
+impl NodeControl {
+    /// Hand every group over to the peers but keep running (heartbeat's `hb_standby`).
+    /// Returns once the node is in standby and its status says so (the handover follows).
+    pub async fn standby(&self) -> Result<()> {
+        self.set_standby(true).await
+    }
+
+    /// Leave standby (eligible for groups again); returns once the status says so.
+    pub async fn online(&self) -> Result<()> {
+        self.set_standby(false).await
+    }
+
+    async fn set_standby(&self, on: bool) -> Result<()> {
+        let (ack, done) = oneshot::channel();
+        self.send(Command::Standby(on, ack)).await?;
+        done.await
+            .map_err(|_| Error::Config("node runtime stopped before applying the command".into()))
+    }
+
+    /// The latest status snapshot.
+    pub fn status(&self) -> RuntimeStatus {
+        self.status.borrow().clone()
+    }
+
+    async fn send(&self, c: Command) -> Result<()> {
+        self.cmd
+            .send(c)
+            .await
+            .map_err(|_| Error::Config("node runtime is not running".into()))
+    }
 }
 
 /// This host's node in `model`: `wanted` is a node name or wire id; `None` means the host name
@@ -276,10 +317,20 @@ impl NodeRuntime {
 
     /// Hand every group over to the peers but keep running.
     pub async fn standby(&self) -> Result<()> {
-        self.cmd
-            .send(Command::Standby)
-            .await
-            .map_err(|_| Error::Config("node runtime is not running".into()))
+        self.control().standby().await
+    }
+
+    /// Leave standby: eligible for groups again (see [`ha_core::node::Node::request_online`]).
+    pub async fn online(&self) -> Result<()> {
+        self.control().online().await
+    }
+
+    /// A cloneable handle for operator commands and status (e.g. for [`crate::control`]).
+    pub fn control(&self) -> NodeControl {
+        NodeControl {
+            cmd: self.cmd.clone(),
+            status: self.status.clone(),
+        }
     }
 
     /// Graceful shutdown: standby, wait (at most `timeout`) until every group is stopped here
@@ -380,8 +431,13 @@ impl Driver {
         let skew = self.start.elapsed();
         let mut shutdown: Option<(tokio::time::Instant, oneshot::Sender<bool>)> = None;
         let mut standby_done = false;
+        // Operator commands applied but not yet in the status snapshot.
+        let mut acks: Vec<oneshot::Sender<()>> = Vec::new();
         loop {
             standby_done |= self.pump(&done_tx);
+            for ack in acks.drain(..) {
+                let _ = ack.send(());
+            }
             // StandbyDone means our groups are stopped; stay until a peer actually runs them,
             // because it may still need our grant (leaving now would make it wait for our
             // deadtime instead).
@@ -410,7 +466,15 @@ impl Driver {
             tokio::select! {
                 biased;
                 c = cmds.recv() => match c {
-                    Some(Command::Standby) => self.node.request_standby(self.now()),
+                    Some(Command::Standby(on, ack)) => {
+                        if on {
+                            self.node.request_standby(self.now());
+                        } else {
+                            self.node.request_online(self.now());
+                        }
+                        self.status_dirty = true;
+                        acks.push(ack);
+                    }
                     Some(Command::Shutdown { timeout, done }) => {
                         tracing::info!(node = %self.node.id(), ?timeout, "graceful shutdown: handing groups over");
                         self.node.request_standby(self.now());

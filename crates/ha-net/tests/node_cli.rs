@@ -93,3 +93,23 @@ fn config_errors_name_the_file_and_line() {
     let o = node(&["--node", "a"]);
     assert_eq!(o.status.code(), Some(2), "{}", text(&o));
 }
+
+#[test]
+fn ctl_client_reports_a_missing_node_and_bad_commands() {
+    let dir = tempfile::tempdir().unwrap();
+    let sock = dir.path().join("none.sock");
+    let o = node(&["--ctl", sock.to_str().unwrap(), "status"]);
+    assert_eq!(o.status.code(), Some(1), "{}", text(&o));
+    assert!(
+        text(&o).contains("is the node running with --control?"),
+        "{}",
+        text(&o)
+    );
+    let o = node(&["--ctl", sock.to_str().unwrap(), "reboot"]);
+    assert_eq!(o.status.code(), Some(2), "{}", text(&o));
+    assert!(
+        text(&o).contains("unknown command `reboot`"),
+        "{}",
+        text(&o)
+    );
+}

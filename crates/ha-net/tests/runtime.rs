@@ -145,3 +145,83 @@ async fn crash_moves_the_group_and_graceful_stop_hands_it_back() {
     })
     .await;
 }
+
+/// The operator's control socket (heartbeat's hb_standby and its return): without
+/// auto_failback, `standby` on the holder moves the group, `online` makes the node eligible
+/// again without moving anything back; `status` reports the standby flag; bad commands and a
+/// second server on a live socket are refused.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn control_socket_standby_and_online_move_groups_by_hand() {
+    use ha_net::control::{self, ControlCommand};
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    let model = Arc::new(model(false));
+    let port = free_port();
+    let a = start(&model, 1, port);
+    let b = start(&model, 2, port);
+    let dir = tempfile::tempdir().unwrap();
+    let (pa, pb) = (dir.path().join("a.sock"), dir.path().join("b.sock"));
+    let _sa = control::serve(&pa, a.rt.control()).await.unwrap();
+    let _sb = control::serve(&pb, b.rt.control()).await.unwrap();
+    let standby_of = |p: &std::path::Path| {
+        let p = p.to_path_buf();
+        async move {
+            let json = control::request(&p, ControlCommand::Status).await.unwrap();
+            let v: serde_json::Value = serde_json::from_str(&json).unwrap();
+            v["node"]["standby"].as_bool().unwrap()
+        }
+    };
+    wait_for("A runs the group", Duration::from_secs(5), || {
+        a.vip.is_running()
+    })
+    .await;
+    assert!(!standby_of(&pa).await);
+
+    assert_eq!(
+        control::request(&pa, ControlCommand::Standby)
+            .await
+            .unwrap(),
+        "ok"
+    );
+    wait_for(
+        "B takes the group from A in standby",
+        Duration::from_secs(5),
+        || b.vip.is_running() && !a.vip.is_running(),
+    )
+    .await;
+    assert!(standby_of(&pa).await);
+
+    // Online again: no auto_failback, so the group stays on B.
+    assert_eq!(
+        control::request(&pa, ControlCommand::Online).await.unwrap(),
+        "ok"
+    );
+    assert!(!standby_of(&pa).await);
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert!(b.vip.is_running() && !a.vip.is_running(), "no failback");
+
+    // Move it home by hand: standby B, then B online.
+    control::request(&pb, ControlCommand::Standby)
+        .await
+        .unwrap();
+    wait_for("A takes the group back", Duration::from_secs(5), || {
+        a.vip.is_running() && !b.vip.is_running()
+    })
+    .await;
+    control::request(&pb, ControlCommand::Online).await.unwrap();
+    assert!(!standby_of(&pb).await);
+
+    // A bad command gets an error naming the commands; the socket stays usable.
+    let mut s = tokio::net::UnixStream::connect(&pa).await.unwrap();
+    s.write_all(b"takeover\n").await.unwrap();
+    let mut answer = String::new();
+    s.read_to_string(&mut answer).await.unwrap();
+    assert!(
+        answer.starts_with("error: unknown command `takeover`"),
+        "{answer}"
+    );
+    // A second server cannot take a live socket over.
+    let e = control::serve(&pa, a.rt.control()).await.unwrap_err();
+    assert!(e.to_string().contains("in use"), "{e}");
+    assert!(!standby_of(&pa).await);
+}

@@ -392,6 +392,22 @@ impl Node {
         self.step(self.now);
     }
 
+    /// Leave standby (heartbeat's return from `hb_standby`, Pacemaker's `node online`): the
+    /// node is eligible for groups again. With `auto_failback` its preferred groups come back
+    /// through the takeover handshake; without it they stay where they run. No-op when not in
+    /// standby.
+    pub fn request_online(&mut self, now: Timestamp) {
+        self.enter(now);
+        if self.standby {
+            info!(node = %self.me, "leaving standby");
+            self.standby = false;
+            self.standby_reported = false;
+            self.dirty = true;
+            self.hb_needed = true;
+        }
+        self.step(self.now);
+    }
+
     /// A snapshot for status displays.
     pub fn status(&self) -> NodeStatus {
         let peers = self

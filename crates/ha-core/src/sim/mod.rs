@@ -91,6 +91,8 @@ pub enum Fault {
     Ping(NodeId, bool),
     /// Ask a node to go to standby.
     Standby(NodeId),
+    /// Ask a node to leave standby.
+    Online(NodeId),
     /// The next `op` of `resource` on the node returns `code`.
     Inject(NodeId, ResourceId, ResourceOp, OcfCode),
 }
@@ -594,6 +596,7 @@ impl Sim {
             | Fault::ClockJump(n, _)
             | Fault::Ping(n, _)
             | Fault::Standby(n)
+            | Fault::Online(n)
             | Fault::Inject(n, ..)
             | Fault::Cut(n, _) => *n,
             Fault::Partition(s) => s.first().copied().unwrap_or(NodeId(0)),
@@ -650,11 +653,16 @@ impl Sim {
                     }
                 }
             }
-            Fault::Standby(n) => {
+            Fault::Standby(n) | Fault::Online(n) => {
+                let standby = matches!(f, Fault::Standby(_));
                 if let Some(i) = self.idx(n) {
                     let now = self.local_now(i);
                     if let Some(node) = self.nodes[i].node.as_mut() {
-                        node.request_standby(now);
+                        if standby {
+                            node.request_standby(now);
+                        } else {
+                            node.request_online(now);
+                        }
                         self.after_call(i);
                     }
                 }
@@ -818,8 +826,9 @@ impl Sim {
 }
 
 /// A random fault schedule over `[from, until)` for a cluster of `nodes`: crashes followed by
-/// restarts, partitions and one-way cuts followed by heals, and loss changes; with `stalls`
-/// also timer stalls and clock jumps. Used by the property tests.
+/// restarts, partitions and one-way cuts followed by heals, loss changes, and an operator's
+/// standby followed by online; with `stalls` also timer stalls and clock jumps. Used by the
+/// property tests.
 pub fn random_faults(
     rng: &mut ChaCha8Rng,
     nodes: &[NodeId],
@@ -834,7 +843,7 @@ pub fn random_faults(
         let at = Timestamp(from.0 + rng.gen_range(0..span));
         let n = nodes[rng.gen_range(0..nodes.len())];
         let back = at + Duration::from_millis(rng.gen_range(100..1500));
-        match rng.gen_range(0..if stalls { 6 } else { 4 }) {
+        match rng.gen_range(0..if stalls { 7 } else { 5 }) {
             0 => {
                 out.push((at, Fault::Crash(n)));
                 out.push((back, Fault::Restart(n)));
@@ -859,7 +868,13 @@ pub fn random_faults(
                 out.push((at, Fault::Loss(rng.gen_range(0.0..0.3))));
                 out.push((back, Fault::Loss(0.0)));
             }
-            4 => out.push((
+            4 => {
+                // Online by the end of the window: two nodes in standby at once legitimately
+                // run nothing, and callers check that groups run once the faults are over.
+                out.push((at, Fault::Standby(n)));
+                out.push((back.min(until), Fault::Online(n)));
+            }
+            5 => out.push((
                 at,
                 Fault::Stall(n, Duration::from_millis(rng.gen_range(50..1500))),
             )),

@@ -5,7 +5,8 @@
 //! ```text
 //! ha-net-node (--config CLUSTER.toml | --config MODEL.json | --heartbeat DIR) [--node ID|NAME]
 //!             [--log FILE] [--echo-port PORT] [--stop-timeout-ms MS] [--realtime] [--status FILE]
-//!             [--check]
+//!             [--control SOCKET] [--check]
+//! ha-net-node --ctl SOCKET (standby|online|status)
 //! ```
 //! `--config` takes the TOML cluster file (`ha_core::config`) or a JSON `ClusterModel`;
 //! `--heartbeat DIR` imports DIR/ha.cf, DIR/haresources and DIR/authkeys (as in /etc/ha.d).
@@ -13,13 +14,16 @@
 //! `--check` validates the configuration, prints the node it would run as and exits.
 //! `--echo-port` answers every UDP datagram on PORT with the node's name, so a client can tell
 //! which node answers for a floating address. `--status` rewrites FILE with the JSON status
-//! snapshot whenever it changes.
+//! snapshot whenever it changes. `--control` serves the operator socket
+//! ([`ha_net::control`]); `--ctl SOCKET COMMAND` is its client (heartbeat's `hb_standby`, its
+//! return, and `cl_status`): it prints the node's answer and exits 1 on an error.
 
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
 use ha_core::model::ClusterModel;
+use ha_net::control::{self, ControlCommand};
 use ha_net::runtime::{NodeRuntime, RuntimeConfig, local_node, raise_priority};
 
 /// Where the cluster model comes from.
@@ -39,13 +43,14 @@ struct Args {
     stop_timeout: Duration,
     realtime: bool,
     status: Option<PathBuf>,
+    control: Option<PathBuf>,
 }
 
 fn usage(msg: &str) -> ! {
     eprintln!(
         "ha-net-node: {msg}\nusage: ha-net-node (--config CLUSTER.toml|MODEL.json | --heartbeat DIR) \
          [--node ID|NAME] [--log FILE] [--echo-port PORT] [--stop-timeout-ms MS] [--realtime] \
-         [--status FILE] [--check]"
+         [--status FILE] [--control SOCKET] [--check]\n       ha-net-node --ctl SOCKET (standby|online|status)"
     );
     std::process::exit(2)
 }
@@ -60,6 +65,7 @@ fn parse_args() -> Args {
         stop_timeout: Duration::from_secs(10),
         realtime: false,
         status: None,
+        control: None,
     };
     let mut it = std::env::args().skip(1);
     while let Some(k) = it.next() {
@@ -75,6 +81,7 @@ fn parse_args() -> Args {
             "--check" => a.check = true,
             "--log" => a.log = Some(PathBuf::from(val())),
             "--status" => a.status = Some(PathBuf::from(val())),
+            "--control" => a.control = Some(PathBuf::from(val())),
             "--echo-port" => {
                 a.echo_port = Some(val().parse().unwrap_or_else(|_| usage("bad --echo-port")))
             }
@@ -95,7 +102,33 @@ fn parse_args() -> Args {
     a
 }
 
+/// `--ctl SOCKET COMMAND`: the control client; exits.
+fn control_client(mut args: impl Iterator<Item = String>) -> ! {
+    let (Some(path), Some(word), None) = (args.next(), args.next(), args.next()) else {
+        usage("--ctl takes SOCKET and one of standby, online, status")
+    };
+    let cmd = ControlCommand::parse(&word).unwrap_or_else(|e| usage(&e));
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap_or_else(|e| usage(&format!("cannot start tokio: {e}")));
+    match rt.block_on(control::request(std::path::Path::new(&path), cmd)) {
+        Ok(answer) => {
+            println!("{answer}");
+            std::process::exit(0)
+        }
+        Err(e) => {
+            eprintln!("ha-net-node: {e}");
+            std::process::exit(1)
+        }
+    }
+}
+
 fn main() {
+    let mut raw = std::env::args().skip(1);
+    if raw.next().as_deref() == Some("--ctl") {
+        control_client(raw);
+    }
     let args = parse_args();
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
@@ -181,6 +214,11 @@ async fn run(args: Args) -> Result<(), Box<dyn std::error::Error>> {
             }
         });
     }
+    // Kept until the node stops: dropping it removes the socket file.
+    let _control = match &args.control {
+        Some(path) => Some(control::serve(path, node.control()).await?),
+        None => None,
+    };
     let handed = node.shutdown_on_signal(args.stop_timeout).await?;
     tracing::info!(handed, "stopped");
     Ok(())
