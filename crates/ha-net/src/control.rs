@@ -97,7 +97,15 @@ impl ControlServer {
 /// replaced; a live one is an error, so two daemons cannot share a path. Needs a tokio runtime.
 pub async fn serve(path: &Path, node: NodeControl) -> Result<ControlServer> {
     let ctx = |what: &str| format!("control socket {}: {what}", path.display());
-    if path.exists() {
+    if let Ok(meta) = std::fs::symlink_metadata(path) {
+        use std::os::unix::fs::FileTypeExt;
+        // Never delete what is not a socket (a mistyped path must not cost a file).
+        if !meta.file_type().is_socket() {
+            return Err(Error::Control(format!(
+                "{} exists and is not a socket; pick another --control path",
+                path.display()
+            )));
+        }
         if UnixStream::connect(path).await.is_ok() {
             return Err(Error::Control(format!(
                 "{} is in use by a running node; stop it or pick another --control path",

@@ -223,5 +223,11 @@ async fn control_socket_standby_and_online_move_groups_by_hand() {
     // A second server cannot take a live socket over.
     let e = control::serve(&pa, a.rt.control()).await.unwrap_err();
     assert!(e.to_string().contains("in use"), "{e}");
+    // Nor replace a file that is not a socket.
+    let file = dir.path().join("plain");
+    std::fs::write(&file, b"keep me").unwrap();
+    let e = control::serve(&file, a.rt.control()).await.unwrap_err();
+    assert!(e.to_string().contains("not a socket"), "{e}");
+    assert_eq!(std::fs::read(&file).unwrap(), b"keep me");
     assert!(!standby_of(&pa).await);
 }
