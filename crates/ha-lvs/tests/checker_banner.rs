@@ -76,6 +76,7 @@ fn key(target: SocketAddr, send: Option<&str>, expect: &str, timeout_ms: u64) ->
     let mut spec = CheckSpec::new(CheckKind::Banner {
         send: send.map(str::to_string),
         expect: expect.into(),
+        tls: None,
     });
     spec.timeout = Duration::from_millis(timeout_ms);
     ProbeKey { target, spec }

@@ -353,3 +353,192 @@ async fn verification_is_opt_in_and_checks_ca_and_name() {
         ProbeOutcome::Up
     );
 }
+
+/// What the TLS line server does after the handshake.
+#[derive(Clone, Copy)]
+enum Greeting {
+    /// Send this text, then wait for the client to go.
+    Send(&'static str),
+    /// Send this text and close (close_notify, FIN).
+    SendAndClose(&'static str),
+    /// Read a line, answer it with this text, wait for the client to go.
+    Answer(&'static str),
+    /// Close right after the handshake.
+    Close,
+}
+
+/// A POP3S/IMAPS-like server whose behaviour can be switched; records the SNI of each
+/// connection.
+async fn tls_line_server(p: &Pki) -> (SocketAddr, Arc<Mutex<Greeting>>, Arc<Mutex<Seen>>) {
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let cfg = ServerConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_no_client_auth()
+        .with_single_cert(
+            p.chain.clone(),
+            PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(p.key_der.clone())),
+        )
+        .unwrap();
+    let acceptor = TlsAcceptor::from(Arc::new(cfg));
+    let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = l.local_addr().unwrap();
+    let mode = Arc::new(Mutex::new(Greeting::Send("+OK ready\r\n")));
+    let seen = Arc::new(Mutex::new(Seen::default()));
+    let (mode2, seen2) = (mode.clone(), seen.clone());
+    tokio::spawn(async move {
+        while let Ok((tcp, _)) = l.accept().await {
+            let (acceptor, mode, seen) = (acceptor.clone(), mode2.clone(), seen2.clone());
+            tokio::spawn(async move {
+                let Ok(mut s) = acceptor.accept(tcp).await else {
+                    return;
+                };
+                let sni = s.get_ref().1.server_name().map(str::to_string);
+                seen.lock().unwrap().sni.push(sni);
+                let m = *mode.lock().unwrap();
+                let mut buf = [0u8; 256];
+                match m {
+                    Greeting::Send(t) => {
+                        let _ = s.write_all(t.as_bytes()).await;
+                        let _ = s.flush().await;
+                    }
+                    Greeting::SendAndClose(t) => {
+                        let _ = s.write_all(t.as_bytes()).await;
+                        let _ = s.shutdown().await;
+                        return;
+                    }
+                    Greeting::Answer(t) => {
+                        let mut line = Vec::new();
+                        while !line.contains(&b'\n') {
+                            match s.read(&mut buf).await {
+                                Ok(0) | Err(_) => return,
+                                Ok(n) => line.extend_from_slice(&buf[..n]),
+                            }
+                        }
+                        seen.lock()
+                            .unwrap()
+                            .requests
+                            .push(String::from_utf8_lossy(&line).into_owned());
+                        let _ = s.write_all(t.as_bytes()).await;
+                        let _ = s.flush().await;
+                    }
+                    Greeting::Close => {
+                        let _ = s.shutdown().await;
+                        return;
+                    }
+                }
+                while let Ok(n) = s.read(&mut buf).await {
+                    if n == 0 {
+                        break;
+                    }
+                }
+            });
+        }
+    });
+    (addr, mode, seen)
+}
+
+fn banner_key(target: SocketAddr, send: Option<&str>, expect: &str, tls: TlsCheck) -> ProbeKey {
+    let mut spec = CheckSpec::new(CheckKind::Banner {
+        send: send.map(str::to_string),
+        expect: expect.into(),
+        tls: Some(tls),
+    });
+    spec.timeout = Duration::from_secs(3);
+    ProbeKey { target, spec }
+}
+
+#[tokio::test]
+async fn tls_banner_follows_the_greeting() {
+    let p = pki("Test CA");
+    let (addr, mode, seen) = tls_line_server(&p).await;
+    let k = banner_key(addr, None, "+OK", TlsCheck::insecure());
+    assert_eq!(run_probe(&k).await, ProbeOutcome::Up);
+
+    *mode.lock().unwrap() = Greeting::SendAndClose("-ERR maintenance\r\n");
+    let r = down_reason(run_probe(&k).await);
+    assert!(
+        r.contains("closed the connection") && r.contains("-ERR maintenance"),
+        "{r}"
+    );
+
+    *mode.lock().unwrap() = Greeting::Close;
+    let r = down_reason(run_probe(&k).await);
+    assert!(r.contains("closed the connection after 0 bytes"), "{r}");
+
+    *mode.lock().unwrap() = Greeting::Send("* OK IMAP4rev1 ready\r\n");
+    assert_eq!(
+        run_probe(&banner_key(addr, None, "* OK", TlsCheck::insecure())).await,
+        ProbeOutcome::Up
+    );
+    // No name: no SNI.
+    assert!(seen.lock().unwrap().sni.iter().all(Option::is_none));
+}
+
+#[tokio::test]
+async fn tls_banner_sends_request_and_sni() {
+    let p = pki("Test CA");
+    let (addr, mode, seen) = tls_line_server(&p).await;
+    *mode.lock().unwrap() = Greeting::Answer("+OK capability list follows\r\n");
+    let named = TlsCheck {
+        server_name: Some("www.example.test".into()),
+        ca_file: None,
+    };
+    let k = banner_key(addr, Some("CAPA\r\n"), "capability", named);
+    assert_eq!(run_probe(&k).await, ProbeOutcome::Up);
+    let g = seen.lock().unwrap();
+    assert_eq!(g.sni, vec![Some("www.example.test".to_string())]);
+    assert_eq!(g.requests, vec!["CAPA\r\n".to_string()]);
+}
+
+#[tokio::test]
+async fn tls_banner_down_against_plain_text_and_untrusted_ca() {
+    // A plain POP3 server: the TLS handshake fails.
+    let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let plain = l.local_addr().unwrap();
+    tokio::spawn(async move {
+        while let Ok((mut s, _)) = l.accept().await {
+            tokio::spawn(async move {
+                let _ = s.write_all(b"+OK plain POP3 ready\r\n").await;
+                let mut b = [0u8; 512];
+                while let Ok(n) = s.read(&mut b).await {
+                    if n == 0 {
+                        break;
+                    }
+                }
+            });
+        }
+    });
+    let r = down_reason(run_probe(&banner_key(plain, None, "+OK", TlsCheck::insecure())).await);
+    assert!(
+        r.contains("TLS handshake with") && r.contains(&plain.to_string()),
+        "{r}"
+    );
+    // Verification is opt-in for banners too.
+    let dir = tempfile::tempdir().unwrap();
+    let p = pki("Right CA");
+    let other = pki("Other CA");
+    let wrong_ca = write_ca(&dir, "wrong.pem", &other.ca_pem);
+    let right_ca = write_ca(&dir, "right.pem", &p.ca_pem);
+    let (addr, _, _) = tls_line_server(&p).await;
+    let r = down_reason(
+        run_probe(&banner_key(
+            addr,
+            None,
+            "+OK",
+            TlsCheck::verified(&wrong_ca, None),
+        ))
+        .await,
+    );
+    assert!(r.contains("certificate"), "{r}");
+    assert_eq!(
+        run_probe(&banner_key(
+            addr,
+            None,
+            "+OK",
+            TlsCheck::verified(&right_ca, Some("www.example.test".into())),
+        ))
+        .await,
+        ProbeOutcome::Up
+    );
+}

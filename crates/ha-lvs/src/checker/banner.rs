@@ -1,5 +1,5 @@
 //! Banner / line-protocol check (ldirectord `simpletcp`, and its negotiate checks of smtp, ftp,
-//! pop, imap and nntp reduced to their greeting).
+//! pop, imap and nntp reduced to their greeting; pops and imaps the same over TLS).
 //!
 //! Connect, optionally send a request, then read until the expected text appears, the peer
 //! closes, [`BANNER_READ_LIMIT`] bytes have arrived, or the check's timeout expires. The
@@ -12,20 +12,20 @@
 use std::net::SocketAddr;
 use std::time::Duration;
 
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 
-use super::ProbeOutcome;
+use super::{ProbeOutcome, TlsCheck};
 
 /// Most bytes read while waiting for the expected text.
 pub const BANNER_READ_LIMIT: usize = 16 * 1024;
 
 /// Default expected greeting of an ldirectord negotiate service whose check we reduce to its
-/// banner: smtp and ftp `220`, pop `+OK`, imap `* OK`, nntp `200`.
+/// banner: smtp and ftp `220`, pop and pops `+OK`, imap and imaps `* OK`, nntp `200`.
 pub fn default_expect(service: &str) -> Option<&'static str> {
     match service {
         "smtp" | "ftp" => Some("220"),
-        "pop" => Some("+OK"),
-        "imap" => Some("* OK"),
+        "pop" | "pops" => Some("+OK"),
+        "imap" | "imaps" => Some("* OK"),
         "nntp" => Some("200"),
         _ => None,
     }
@@ -96,19 +96,44 @@ fn excerpt(data: &[u8]) -> String {
     s
 }
 
-/// Run the banner check against `target` (the caller bounds it with the check's timeout).
+/// Run the banner check against `target` (the caller bounds it with the check's timeout),
+/// over TLS when `tls` is set (handshake first, SNI only from [`TlsCheck::server_name`]).
 pub async fn banner(
     target: SocketAddr,
     send: Option<&str>,
     expect: &str,
+    tls: Option<&TlsCheck>,
 ) -> Result<ProbeOutcome, String> {
-    let mut s = super::probe::connect(target).await?;
+    let s = super::probe::connect(target).await?;
     // RST on close (SO_LINGER 0), like the connect check: no FIN handshake, no TIME_WAIT.
     socket2::SockRef::from(&s)
         .set_linger(Some(Duration::ZERO))
         .map_err(|e| format!("connect {target}: set SO_LINGER: {e}"))?;
+    match tls {
+        None => exchange(target, s, send, expect).await,
+        Some(t) => {
+            let s = super::tls::handshake(s, target, t, None).await?;
+            exchange(target, s, send, expect).await
+        }
+    }
+}
+
+/// Send the request, read until the expected text (plain TCP or TLS).
+async fn exchange<S>(
+    target: SocketAddr,
+    mut s: S,
+    send: Option<&str>,
+    expect: &str,
+) -> Result<ProbeOutcome, String>
+where
+    S: AsyncRead + AsyncWrite + Unpin,
+{
     if let Some(req) = send {
         s.write_all(req.as_bytes())
+            .await
+            .map_err(|e| format!("send request to {target}: {e}"))?;
+        // TLS buffers writes until flushed.
+        s.flush()
             .await
             .map_err(|e| format!("send request to {target}: {e}"))?;
     }
@@ -116,10 +141,12 @@ pub async fn banner(
     let mut chunk = [0u8; 4096];
     let mut closed = false;
     while !m.done() {
-        let n = s
-            .read(&mut chunk)
-            .await
-            .map_err(|e| format!("read from {target}: {e}"))?;
+        let n = match s.read(&mut chunk).await {
+            Ok(n) => n,
+            // A TLS peer closing without close_notify: closed all the same.
+            Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof => 0,
+            Err(e) => return Err(format!("read from {target}: {e}")),
+        };
         if n == 0 {
             closed = true;
             break;

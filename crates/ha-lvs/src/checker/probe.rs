@@ -1,5 +1,5 @@
-//! The probes themselves: TCP connect, half-open SYN, HTTP(S) GET, banner, ICMP echo,
-//! external command.
+//! The probes themselves: TCP connect, half-open SYN, HTTP(S) GET, banner (plain or TLS),
+//! DNS query, ICMP echo, external command.
 //! Each is one async call bounded by the check's timeout.
 
 use std::net::SocketAddr;
@@ -130,8 +130,22 @@ pub async fn run_probe_in(key: &ProbeKey, ctx: &ProbeContext) -> ProbeOutcome {
                     }
                 }
             }
-            CheckKind::Banner { send, expect } => {
-                super::banner::banner(target, send.as_deref(), expect).await
+            CheckKind::Banner { send, expect, tls } => {
+                super::banner::banner(target, send.as_deref(), expect, tls.as_ref()).await
+            }
+            CheckKind::Dns {
+                name,
+                qtype,
+                expect,
+                tcp,
+            } => {
+                let req = super::dns::DnsRequest {
+                    name,
+                    qtype: *qtype,
+                    expect: expect.as_deref(),
+                    tcp: *tcp,
+                };
+                super::dns::check(target, req, t).await
             }
             CheckKind::Ping => super::ping::echo(target).await.map(|_| ProbeOutcome::Up),
             CheckKind::Command {
@@ -143,7 +157,13 @@ pub async fn run_probe_in(key: &ProbeKey, ctx: &ProbeContext) -> ProbeOutcome {
             CheckKind::AlwaysDown => Err("check type off".to_string()),
         }
     };
-    match tokio::time::timeout(t, fut).await {
+    // The DNS check keeps its own deadline (its message says what it ignored); this one
+    // is only a backstop for it.
+    let limit = match key.spec.kind {
+        CheckKind::Dns { .. } => t + Duration::from_millis(100),
+        _ => t,
+    };
+    match tokio::time::timeout(limit, fut).await {
         Ok(Ok(o)) => o,
         Ok(Err(reason)) => ProbeOutcome::Down(reason),
         Err(_) if key.spec.kind == CheckKind::Ping => ProbeOutcome::Down(format!(
