@@ -171,3 +171,30 @@ fn example_director_config_checks_and_prints_its_table() {
     );
     assert!(text.contains("this is node n2"), "{text}");
 }
+
+/// The same director pair from keepalived.conf (`format = "keepalived"`) installs the same
+/// IPVS table as from ldirectord.cf.
+#[test]
+fn keepalived_conf_gives_the_same_table_as_ldirectord_cf() {
+    let table = |cluster: &str| {
+        let cfg = format!("{}/config/{cluster}", env!("CARGO_MANIFEST_DIR"));
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_ha-director"))
+            .args(["--cluster", &cfg, "--node", "director1", "--check"])
+            .env("RUST_LOG", "off")
+            .output()
+            .unwrap();
+        let text = String::from_utf8_lossy(&out.stdout).into_owned();
+        assert!(
+            out.status.success(),
+            "{text}{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        text.lines()
+            .filter(|l| l.starts_with("-A") || l.starts_with("-a"))
+            .map(str::to_owned)
+            .collect::<Vec<_>>()
+    };
+    let ldirectord = table("director.toml");
+    assert_eq!(ldirectord.len(), 6, "{ldirectord:?}");
+    assert_eq!(table("director-keepalived.toml"), ldirectord);
+}

@@ -18,12 +18,20 @@
 //!   `220`, `+OK`, `* OK`, `200`) instead of ldirectord's full protocol session (login and
 //!   database directives are ignored); `request` is sent first and `receive` replaces the
 //!   expected text when given.
+//! - `pops`, `imaps`: the same banner check over TLS (`+OK`, `* OK`), without certificate
+//!   verification; SNI = `virtualhost` when it is a DNS name.
+//! - `dns`: a DNS query ([`CheckKind::Dns`]) for `request` (a leading `/` dropped, default
+//!   `.`), type A, or PTR of the reverse name when `request` is an IP address (as Net::DNS
+//!   does for ldirectord); `receive` must be contained in an answer (ldirectord wants it
+//!   equal to an A address or PTR name; without `receive` ldirectord is always down, here
+//!   a NOERROR answer is up). Over TCP when the service's protocol is tcp, as ldirectord;
+//!   a virtual on port 53 without `protocol` is UDP (ldirectord's default).
 //! - `simpletcp`: a banner check: `request` (optional, `\n`, `\r`, `\t` and `\\` unescaped
 //!   as ldirectord does for `\n`) is sent, `receive` (required) must appear.
 //!
 //! `receive` is a Perl regular expression for ldirectord; here it is a plain substring (a
-//! warning is recorded when it contains regex metacharacters). Other services (dns, ldap,
-//! mysql, sip, ...) become TCP connect checks with a warning.
+//! warning is recorded when it contains regex metacharacters). Other services (ldap, mysql,
+//! sip, ...) become TCP connect checks with a warning.
 //!
 //! `checktype=ping` becomes an ICMP echo check ([`CheckKind::Ping`]) with the connect timeout
 //! (`checktimeout`, else `connecttimeout`, else 5 s).
@@ -33,7 +41,7 @@ use std::time::Duration;
 
 use crate::checker::{
     CheckKind, CheckSpec, FailureAction, MonitorConfig, MonitoredReal, MonitoredService, TlsCheck,
-    banner,
+    banner, dns,
 };
 use crate::error::{Error, Result};
 use crate::model::*;
@@ -308,6 +316,8 @@ fn service_for_port(port: u16) -> Option<&'static str> {
         110 => Some("pop"),
         119 => Some("nntp"),
         143 => Some("imap"),
+        993 => Some("imaps"),
+        995 => Some("pops"),
         _ => None,
     }
 }
@@ -319,14 +329,24 @@ fn build_virtual(
 ) -> std::result::Result<MonitoredService, (usize, String)> {
     let at = |m: String| (vs.line, m);
     let o = |f: fn(&Opts) -> Option<u64>| f(&vs.opts).or(f(g));
-    let protocol = match vs.protocol.as_deref() {
-        None | Some("tcp") => Protocol::Tcp,
-        Some("udp") => Protocol::Udp,
-        Some("sctp") => Protocol::Sctp,
-        Some("fwm") => Protocol::Tcp,
-        Some(p) => return Err(at(format!("unknown protocol {p:?} (tcp, udp, sctp, fwm)"))),
+    let is_mark = vs.addr.bytes().all(|b| b.is_ascii_digit());
+    // ldirectord's default protocol: fwm for a mark, udp for port 53, tcp otherwise.
+    let default_proto = if is_mark {
+        "fwm"
+    } else if split_host_port(&vs.addr).is_ok_and(|(_, p)| p == Some(53)) {
+        "udp"
+    } else {
+        "tcp"
     };
-    let key = if vs.addr.bytes().all(|b| b.is_ascii_digit()) {
+    let proto_name = vs.protocol.as_deref().unwrap_or(default_proto);
+    let protocol = match proto_name {
+        "tcp" => Protocol::Tcp,
+        "udp" => Protocol::Udp,
+        "sctp" => Protocol::Sctp,
+        "fwm" => Protocol::Tcp,
+        p => return Err(at(format!("unknown protocol {p:?} (tcp, udp, sctp, fwm)"))),
+    };
+    let key = if is_mark {
         let mark: u32 = number("virtual", &vs.addr).map_err(at)?;
         ServiceKey::Fwmark {
             mark,
@@ -397,7 +417,9 @@ fn build_virtual(
      -> std::result::Result<(CheckKind, u64), String> {
         let request = request.or(vs.request.as_deref());
         let receive = receive.or(vs.receive.as_deref());
+        // ldirectord compares a dns receive with `eq`, not as a regular expression.
         if let Some(r) = receive
+            && svc_name.as_deref() != Some("dns")
             && r.contains(|c| "^$.*+?()[]{}|\\".contains(c))
         {
             warnings.push(format!(
@@ -405,15 +427,28 @@ fn build_virtual(
                 vs.addr, vs.line
             ));
         }
+        // pops / imaps: the greeting over TLS, SNI from virtualhost like https.
+        let tls = matches!(svc_name.as_deref(), Some("pops" | "imaps")).then(|| TlsCheck {
+            server_name: vs
+                .virtualhost
+                .as_deref()
+                .map(|h| crate::checker::tls::host_without_port(h).to_string()),
+            ca_file: None,
+        });
         let banner_check = |expect: &str| {
             let kind = CheckKind::Banner {
                 send: request.map(unescape),
                 expect: expect.to_string(),
+                tls: tls.clone(),
             };
             (kind, negotiate_timeout)
         };
         let greeting = svc_name.as_deref().and_then(banner::default_expect);
         Ok(match (svc_name.as_deref(), greeting) {
+            (Some("dns"), _) => (
+                dns_check(request, receive, proto_name == "tcp")?,
+                negotiate_timeout,
+            ),
             (Some("http"), _) => (http(request, receive, None), negotiate_timeout),
             (Some("https"), _) => (
                 http(request, receive, Some(TlsCheck::insecure())),
@@ -463,7 +498,7 @@ fn build_virtual(
             // protocols we speak (a stronger check) and connect otherwise.
             n if n.bytes().all(|b| b.is_ascii_digit()) => {
                 let spoken = svc_name.as_deref().is_some_and(|s| {
-                    matches!(s, "http" | "https" | "simpletcp")
+                    matches!(s, "http" | "https" | "simpletcp" | "dns")
                         || banner::default_expect(s).is_some()
                 });
                 if spoken {
@@ -563,6 +598,31 @@ fn build_virtual(
     })
 }
 
+/// ldirectord's dns check: `request` names what to look up (an address: its PTR record),
+/// `receive` what an answer must contain.
+fn dns_check(
+    request: Option<&str>,
+    receive: Option<&str>,
+    tcp: bool,
+) -> std::result::Result<CheckKind, String> {
+    // ldirectord strips one leading slash (a leftover of the HTTP default request).
+    let req = request
+        .map(|r| r.strip_prefix('/').unwrap_or(r))
+        .unwrap_or("");
+    let (name, qtype) = match req.parse::<IpAddr>() {
+        Ok(ip) => (dns::reverse_name(ip), dns::DnsType::Ptr),
+        Err(_) if req.is_empty() => (".".to_string(), dns::DnsType::A),
+        Err(_) => (req.to_string(), dns::DnsType::A),
+    };
+    dns::name_labels(&name).map_err(|e| format!("service dns: request: {e}"))?;
+    Ok(CheckKind::Dns {
+        name,
+        qtype,
+        expect: receive.filter(|r| !r.is_empty()).map(str::to_string),
+        tcp,
+    })
+}
+
 /// ldirectord's request escapes (it turns `\n` into a newline); `\r`, `\t` and `\\` as
 /// well, since line protocols want CRLF. Other backslashes stay.
 fn unescape(s: &str) -> String {
@@ -588,46 +648,20 @@ fn unescape(s: &str) -> String {
     out
 }
 
-/// Identity of a file's content for change detection (modification time and length).
-fn stamp(path: &std::path::Path) -> Option<(std::time::SystemTime, u64)> {
-    let m = std::fs::metadata(path).ok()?;
-    Some((m.modified().ok()?, m.len()))
-}
-
 /// ldirectord's `autoreload`: poll `path` every `poll` and hand a changed, valid configuration
-/// to the checker (which applies it as a minimal diff, keeping the state of unchanged probes).
-/// A file that fails to parse is logged and ignored; the running configuration stays.
-/// Returns when the checker has stopped.
+/// to the checker (see [`crate::checker::reload::watch_file`]). Returns when the checker has
+/// stopped.
 pub async fn watch_and_reload(
     path: std::path::PathBuf,
     checker: &crate::checker::driver::Checker,
     poll: Duration,
 ) {
-    let mut last = stamp(&path);
-    loop {
-        tokio::time::sleep(poll).await;
-        let now = stamp(&path);
-        if now == last {
-            continue;
-        }
-        last = now;
-        let text = match std::fs::read_to_string(&path) {
-            Ok(t) => t,
-            Err(e) => {
-                tracing::warn!(path = %path.display(), %e, "cannot read configuration; keeping the running one");
-                continue;
-            }
-        };
-        match parse_ldirectord(&text, &path.display().to_string()) {
-            Ok(cfg) => match checker.reload(cfg.monitor).await {
-                Ok(n) => {
-                    tracing::info!(path = %path.display(), changes = n, "configuration reloaded")
-                }
-                Err(_) => return,
-            },
-            Err(e) => tracing::error!(%e, "invalid configuration; keeping the running one"),
-        }
-    }
+    crate::checker::reload::watch_file(path, checker, poll, |p| {
+        let text = std::fs::read_to_string(p)
+            .map_err(|e| Error::io(format!("reading {}", p.display()), e))?;
+        parse_ldirectord(&text, &p.display().to_string()).map(|c| (c.monitor, c.warnings))
+    })
+    .await
 }
 
 #[cfg(test)]
@@ -777,6 +811,7 @@ virtual=1
         let banner = |send: Option<&str>, expect: &str| CheckKind::Banner {
             send: send.map(str::to_string),
             expect: expect.into(),
+            tls: None,
         };
         for (svc, expect) in [
             ("smtp", "220"),
@@ -883,6 +918,115 @@ virtual=1
             (spec.kind, spec.timeout),
             (CheckKind::Ping, Duration::from_secs(2))
         );
+    }
+
+    #[test]
+    fn tls_greetings_for_pops_and_imaps() {
+        for (port, svc, expect) in [(995, "pops", "+OK"), (993, "imaps", "* OK")] {
+            // Guessed from the port, no virtualhost: no SNI.
+            let cf = format!("virtual=10.0.0.1:{port}\n\treal=10.0.0.2\n");
+            let c = parse_ldirectord(&cf, "t.cf").unwrap();
+            assert!(c.warnings.is_empty(), "{svc}: {:?}", c.warnings);
+            assert_eq!(
+                c.monitor.services[0].reals[0].check.as_ref().unwrap().kind,
+                CheckKind::Banner {
+                    send: None,
+                    expect: expect.into(),
+                    tls: Some(TlsCheck::insecure()),
+                },
+                "{svc}"
+            );
+            // Named, with a virtualhost (its port dropped) for SNI and a receive override.
+            let cf = format!(
+                "virtual=10.0.0.1:7000\n\treal=10.0.0.2\n\tservice={svc}\n\tvirtualhost=mail.example.com:{port}\n\treceive=\"ready\"\n"
+            );
+            assert_eq!(
+                kind_of(&cf),
+                CheckKind::Banner {
+                    send: None,
+                    expect: "ready".into(),
+                    tls: Some(TlsCheck {
+                        server_name: Some("mail.example.com".into()),
+                        ca_file: None,
+                    }),
+                },
+                "{svc}"
+            );
+        }
+        // Plain pop stays plain.
+        assert!(matches!(
+            kind_of("virtual=10.0.0.1:110\n\treal=10.0.0.2\n"),
+            CheckKind::Banner { tls: None, .. }
+        ));
+    }
+
+    #[test]
+    fn dns_service_imports_as_a_dns_check() {
+        // Port 53: service dns and protocol udp (ldirectord's defaults), queries over UDP.
+        let c = parse_ldirectord(
+            "virtual=10.0.0.1:53\n\treal=10.0.0.2\n\trequest=\"www.example.com\"\n\treceive=\"192.0.2.7\"\n",
+            "d.cf",
+        )
+        .unwrap();
+        assert!(c.warnings.is_empty(), "{:?}", c.warnings);
+        let s = &c.monitor.services[0];
+        assert!(
+            matches!(
+                s.service.key,
+                ServiceKey::Addr {
+                    protocol: Protocol::Udp,
+                    ..
+                }
+            ),
+            "{:?}",
+            s.service.key
+        );
+        let spec = s.reals[0].check.as_ref().unwrap();
+        assert_eq!(spec.timeout, Duration::from_secs(30));
+        assert_eq!(
+            spec.kind,
+            CheckKind::Dns {
+                name: "www.example.com".into(),
+                qtype: dns::DnsType::A,
+                expect: Some("192.0.2.7".into()),
+                tcp: false,
+            }
+        );
+        // protocol=tcp: over TCP; an address asks for its PTR record; a leading / dropped.
+        assert_eq!(
+            kind_of(
+                "virtual=10.0.0.1:53\n\treal=10.0.0.2\n\tprotocol=tcp\n\trequest=\"/192.0.2.7\"\n\treceive=\"host.example.com\"\n"
+            ),
+            CheckKind::Dns {
+                name: "7.2.0.192.in-addr.arpa".into(),
+                qtype: dns::DnsType::Ptr,
+                expect: Some("host.example.com".into()),
+                tcp: true,
+            }
+        );
+        // Named service on another port (tcp by default there); no request: the root.
+        assert_eq!(
+            kind_of("virtual=10.0.0.1:5353\n\treal=10.0.0.2\n\tservice=dns\n"),
+            CheckKind::Dns {
+                name: ".".into(),
+                qtype: dns::DnsType::A,
+                expect: None,
+                tcp: true,
+            }
+        );
+        // Combined checktype=N negotiates dns too.
+        assert!(matches!(
+            kind_of("virtual=10.0.0.1:53\n\treal=10.0.0.2\n\tchecktype=5\n"),
+            CheckKind::Dns { tcp: false, .. }
+        ));
+        // A name that cannot be sent is an error with file:line.
+        let e = parse_ldirectord(
+            "virtual=10.0.0.1:53\n\trequest=\"bad..name\"\n\treal=10.0.0.2\n",
+            "e.cf",
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(e.starts_with("e.cf:3: ") && e.contains("bad..name"), "{e}");
     }
 
     #[test]

@@ -6,6 +6,7 @@
 //! - [`netlink`]: the kernel's generic netlink family "IPVS" (codec and client).
 //! - [`reconcile`]: minimal changes from the current to a desired table.
 //! - [`ldirectord`]: ldirectord.cf import.
+//! - [`keepalived`]: keepalived.conf import (its `virtual_server` blocks).
 //! - [`checker`]: shared real-server health checks driving the table.
 //! - [`realserver`]: VIP on `lo` and ARP sysctls for DR/TUN real servers.
 //! - [`agent`]: the director's table as an ha-core cluster resource.
@@ -30,6 +31,7 @@ pub mod agent;
 pub mod checker;
 pub mod error;
 pub mod ipvsadm;
+pub mod keepalived;
 pub mod ldirectord;
 pub mod model;
 pub mod netlink;

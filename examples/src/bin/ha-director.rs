@@ -1,7 +1,9 @@
 //! `ha-director`: one node of an LVS director pair, the seeds' heartbeat + ldirectord setup as
 //! one process. The cluster file (TOML) names the group that moves between the directors: the
 //! virtual IP (`IPaddr`) and an `ldirectord` resource whose `config` parameter points at an
-//! ldirectord.cf. Where the group runs, the IPVS services of that file are installed through
+//! ldirectord.cf, or at a keepalived.conf with `format = "keepalived"` (its `virtual_server`
+//! blocks; `autoreload = "yes"` reloads it on change, as keepalived does on SIGHUP). Where the
+//! group runs, the IPVS services of that file are installed through
 //! generic netlink and the health checker pulls failed real servers out (quiescent or removed)
 //! and puts the fallback server in when all are down; on stop they are removed again.
 //!
@@ -22,11 +24,11 @@ use ha_core::model::{AgentSpec, ClusterModel, ResourceSpec};
 use ha_core::resource::{Resource, ResourceRegistry};
 use ha_core::{OcfCode, ResourceId};
 use ha_lvs::agent::DirectorResource;
-use ha_lvs::checker::Monitor;
 use ha_lvs::checker::driver::Checker;
+use ha_lvs::checker::{Monitor, MonitorConfig};
 use ha_lvs::ipvsadm::{SaveOptions, write_rules};
-use ha_lvs::ldirectord::{LdirectordConfig, parse_ldirectord, watch_and_reload};
 use ha_lvs::netlink::IpvsClient;
+use ha_lvs::{keepalived, ldirectord};
 use ha_net::runtime::{NodeRuntime, RuntimeConfig, local_node};
 use tokio::task::JoinHandle;
 
@@ -50,21 +52,84 @@ struct Args {
     check: bool,
 }
 
-/// The ldirectord.cf of a resource spec (`params.config`), relative to the cluster file.
-fn config_path(spec: &ResourceSpec, base: &Path) -> anyhow::Result<PathBuf> {
+/// Which file format a resource's `config` is in.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Format {
+    Ldirectord,
+    Keepalived,
+}
+
+/// Where a resource's configuration is and how to read it.
+#[derive(Debug, Clone)]
+struct CfSource {
+    path: PathBuf,
+    format: Format,
+    /// keepalived.conf only (ldirectord.cf says it itself).
+    autoreload: bool,
+}
+
+/// A loaded configuration.
+struct LoadedCf {
+    monitor: MonitorConfig,
+    autoreload: bool,
+    warnings: Vec<String>,
+}
+
+/// The configuration of a resource spec: `params.config` (relative to the cluster file),
+/// `params.format` (`ldirectord`, the default, or `keepalived`), `params.autoreload`.
+fn cf_source(spec: &ResourceSpec, base: &Path) -> anyhow::Result<CfSource> {
     let p = spec.params.get("config").with_context(|| {
         format!(
-            "resource `{}` ({KIND}) needs params.config = \"path/to/ldirectord.cf\"",
+            "resource `{}` ({KIND}) needs params.config = \"path/to/ldirectord.cf\" (or a keepalived.conf with format = \"keepalived\")",
             spec.id
         )
     })?;
-    Ok(base.join(p))
+    let format = match spec.params.get("format").map(String::as_str) {
+        None | Some("ldirectord") => Format::Ldirectord,
+        Some("keepalived") => Format::Keepalived,
+        Some(other) => bail!(
+            "resource `{}`: format = \"{other}\" is unknown (ldirectord or keepalived)",
+            spec.id
+        ),
+    };
+    let autoreload = match spec.params.get("autoreload").map(String::as_str) {
+        None | Some("no") => false,
+        Some("yes") => true,
+        Some(other) => bail!(
+            "resource `{}`: autoreload = \"{other}\" must be yes or no",
+            spec.id
+        ),
+    };
+    Ok(CfSource {
+        path: base.join(p),
+        format,
+        autoreload,
+    })
 }
 
-fn load_cf(path: &Path) -> anyhow::Result<LdirectordConfig> {
-    let text = std::fs::read_to_string(path).with_context(|| format!("read {}", path.display()))?;
-    // The parser's errors carry file:line.
-    Ok(parse_ldirectord(&text, &path.display().to_string())?)
+fn load_cf(src: &CfSource) -> anyhow::Result<LoadedCf> {
+    // The parsers' errors carry file:line.
+    Ok(match src.format {
+        Format::Ldirectord => {
+            let path = &src.path;
+            let text = std::fs::read_to_string(path)
+                .with_context(|| format!("read {}", path.display()))?;
+            let cf = ldirectord::parse_ldirectord(&text, &path.display().to_string())?;
+            LoadedCf {
+                monitor: cf.monitor,
+                autoreload: cf.autoreload,
+                warnings: cf.warnings,
+            }
+        }
+        Format::Keepalived => {
+            let cf = keepalived::parse_keepalived_file(&src.path)?;
+            LoadedCf {
+                monitor: cf.monitor,
+                autoreload: src.autoreload,
+                warnings: cf.warnings,
+            }
+        }
+    })
 }
 
 /// A running checker and its autoreload watcher.
@@ -77,13 +142,13 @@ struct Running {
 /// stops checking and removes the services, monitor checks both.
 struct Ldirectord {
     id: ResourceId,
-    path: PathBuf,
+    src: CfSource,
     running: Mutex<Option<Running>>,
 }
 
 impl Ldirectord {
     fn director(&self) -> anyhow::Result<DirectorResource> {
-        let cf = load_cf(&self.path)?;
+        let cf = load_cf(&self.src)?;
         Ok(DirectorResource::new(
             self.id.clone(),
             Monitor::new(cf.monitor).desired_table(),
@@ -105,7 +170,7 @@ impl Ldirectord {
     }
 
     async fn start_checker(&self) -> anyhow::Result<()> {
-        let cf = load_cf(&self.path)?;
+        let cf = load_cf(&self.src)?;
         for w in &cf.warnings {
             tracing::warn!(resource = %self.id, "{w}");
         }
@@ -113,8 +178,14 @@ impl Ldirectord {
         // Installs the services in their desired state, then checks.
         let checker = Arc::new(Checker::spawn(Monitor::new(cf.monitor), client)?);
         let watcher = cf.autoreload.then(|| {
-            let (c, path) = (checker.clone(), self.path.clone());
-            tokio::spawn(async move { watch_and_reload(path, &c, Duration::from_secs(1)).await })
+            let (c, src) = (checker.clone(), self.src.clone());
+            let poll = Duration::from_secs(1);
+            tokio::spawn(async move {
+                match src.format {
+                    Format::Ldirectord => ldirectord::watch_and_reload(src.path, &c, poll).await,
+                    Format::Keepalived => keepalived::watch_and_reload(src.path, &c, poll).await,
+                }
+            })
         });
         if let Ok(mut r) = self.running.lock() {
             *r = Some(Running { checker, watcher });
@@ -190,13 +261,13 @@ impl Resource for Ldirectord {
 
 fn register(registry: &mut ResourceRegistry, base: PathBuf) {
     registry.register(KIND, move |spec: &ResourceSpec| {
-        let path = config_path(spec, &base).map_err(|e| ha_core::Error::Agent {
+        let src = cf_source(spec, &base).map_err(|e| ha_core::Error::Agent {
             agent: spec.id.to_string(),
             message: format!("{e:#}"),
         })?;
         Ok(Box::new(Ldirectord {
             id: spec.id.clone(),
-            path,
+            src,
             running: Mutex::new(None),
         }) as Box<dyn Resource>)
     });
@@ -206,11 +277,11 @@ fn register(registry: &mut ResourceRegistry, base: PathBuf) {
 fn director_resources(
     model: &ClusterModel,
     base: &Path,
-) -> anyhow::Result<Vec<(ResourceId, PathBuf)>> {
+) -> anyhow::Result<Vec<(ResourceId, CfSource)>> {
     let mut out = Vec::new();
     for spec in model.resources.values() {
         if matches!(&spec.agent, AgentSpec::Builtin { kind } if kind == KIND) {
-            out.push((spec.id.clone(), config_path(spec, base)?));
+            out.push((spec.id.clone(), cf_source(spec, base)?));
         }
     }
     if out.is_empty() {
@@ -233,12 +304,12 @@ fn main() -> anyhow::Result<()> {
     let me = local_node(&model, args.node.as_deref())?;
     let directors = director_resources(&model, &base)?;
     if args.check {
-        for (id, path) in &directors {
-            let cf = load_cf(path)?;
+        for (id, src) in &directors {
+            let cf = load_cf(src)?;
             let table = Monitor::new(cf.monitor).desired_table();
             println!(
                 "# resource {id}: {} ({} services)",
-                path.display(),
+                src.path.display(),
                 table.len()
             );
             print!("{}", write_rules(&table, SaveOptions::default()));

@@ -7,22 +7,25 @@
 //! configuration reload as a minimal diff that keeps the state of unchanged probes). The
 //! [`driver`] runs the probes on tokio from one task with a deadline heap ([`Schedule`]);
 //! [`probe`] holds the probes, [`syn`] and [`synprobe`] the half-open `tcp_syn` check,
-//! [`tls`] the TLS side of HTTPS checks, [`banner`] the banner / line-protocol check and
-//! [`icmp`] and [`ping`] the ICMP echo check.
+//! [`tls`] the TLS side of HTTPS and TLS banner checks, [`banner`] the banner / line-protocol
+//! check, [`dns`] the DNS check and [`icmp`] and [`ping`] the ICMP echo check.
 //!
 //! Check kinds ([`CheckKind`]): TCP connect, half-open SYN, HTTP GET, HTTPS GET (the HTTP
 //! check with `tls: Some(`[`TlsCheck`]`)`; no certificate verification unless a CA file is
 //! given), banner (connect, optionally send a request, expect a substring: ldirectord
-//! `simpletcp` and its smtp/ftp/pop/imap/nntp negotiate checks), ICMP echo (IPv4 and IPv6),
-//! external command, and the static always-up/always-down.
+//! `simpletcp` and its smtp/ftp/pop/imap/nntp negotiate checks), TLS banner (the banner check
+//! with `tls: Some(..)`: ldirectord pops/imaps), DNS query (keepalived `DNS_CHECK`, ldirectord
+//! dns), ICMP echo (IPv4 and IPv6), external command, and the static always-up/always-down.
 
 pub mod banner;
+pub mod dns;
 pub mod driver;
 pub mod icmp;
 mod idhash;
 mod monitor;
 pub mod ping;
 pub mod probe;
+pub mod reload;
 mod schedule;
 pub mod syn;
 pub mod synprobe;
@@ -66,15 +69,36 @@ pub enum CheckKind {
         tls: Option<TlsCheck>,
     },
     /// Banner / line check (ldirectord `simpletcp`, and its smtp, ftp, pop, imap, nntp
-    /// negotiate checks reduced to the greeting): connect, send `send` if any, read until
-    /// `expect` appears (up to [`banner::BANNER_READ_LIMIT`] bytes); the peer closing, too
-    /// much data or the timeout without it is down. Closed with an RST like
-    /// [`CheckKind::Connect`].
+    /// negotiate checks reduced to the greeting; pops and imaps with `tls`): connect, do the
+    /// TLS handshake when `tls` is set, send `send` if any, read until `expect` appears (up
+    /// to [`banner::BANNER_READ_LIMIT`] bytes); the peer closing, too much data or the
+    /// timeout without it is down. Closed with an RST like [`CheckKind::Connect`].
     Banner {
         /// Bytes to send after connecting (sent as is: include the line end, e.g. `\r\n`).
         send: Option<String>,
         /// Substring the received data must contain, e.g. `220` for SMTP.
         expect: String,
+        /// Speak TLS first (POP3S, IMAPS, SMTPS). [`TlsCheck::default()`] does not verify
+        /// the certificate and sends no SNI; set [`TlsCheck::server_name`] for SNI (the
+        /// ldirectord importer uses `virtualhost`).
+        tls: Option<TlsCheck>,
+    },
+    /// DNS query (keepalived `DNS_CHECK`, ldirectord `service = dns`) to the endpoint (port
+    /// 53 in the usual configurations): one query with a random id and RD set, over UDP
+    /// unless `tcp`; a truncated UDP answer is asked again once over TCP. Up = the answer to
+    /// our question with RCODE NOERROR and, with `expect`, an answer record whose data
+    /// contains that text; any other RCODE (NXDOMAIN too, as keepalived) or a mismatch is
+    /// down; datagrams that are not the answer are ignored until the timeout. See [`dns`].
+    Dns {
+        /// Name to query (`.` = the root, keepalived's default).
+        name: String,
+        /// Query type (keepalived's default: SOA).
+        qtype: dns::DnsType,
+        /// Text an answer record must contain (ldirectord `receive`): A/AAAA address,
+        /// CNAME/NS/PTR/MX target name (case-insensitive, final dot optional), TXT text.
+        expect: Option<String>,
+        /// Ask over TCP only (ldirectord's dns check of a `protocol = tcp` service).
+        tcp: bool,
     },
     /// ICMP echo reachability of the real server's address (ldirectord `ping`, keepalived
     /// PING_CHECK), IPv4 or IPv6; the port is ignored. Up = an echo reply to our request
