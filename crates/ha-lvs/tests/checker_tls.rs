@@ -70,12 +70,8 @@ async fn read_head<S: tokio::io::AsyncRead + Unpin>(s: &mut S) -> String {
     String::from_utf8_lossy(&buf).into_owned()
 }
 
-/// An HTTPS server answering every request with `response`.
-async fn https_server(
-    p: &Pki,
-    response: &'static str,
-    close: Close,
-) -> (SocketAddr, Arc<Mutex<Seen>>) {
+/// A TLS acceptor presenting `p`'s certificate chain.
+fn acceptor(p: &Pki) -> TlsAcceptor {
     let provider = Arc::new(rustls::crypto::ring::default_provider());
     let cfg = ServerConfig::builder_with_provider(provider)
         .with_safe_default_protocol_versions()
@@ -86,7 +82,16 @@ async fn https_server(
             PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(p.key_der.clone())),
         )
         .unwrap();
-    let acceptor = TlsAcceptor::from(Arc::new(cfg));
+    TlsAcceptor::from(Arc::new(cfg))
+}
+
+/// An HTTPS server answering every request with `response`.
+async fn https_server(
+    p: &Pki,
+    response: &'static str,
+    close: Close,
+) -> (SocketAddr, Arc<Mutex<Seen>>) {
+    let acceptor = acceptor(p);
     let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = l.local_addr().unwrap();
     let seen = Arc::new(Mutex::new(Seen::default()));
@@ -370,17 +375,7 @@ enum Greeting {
 /// A POP3S/IMAPS-like server whose behaviour can be switched; records the SNI of each
 /// connection.
 async fn tls_line_server(p: &Pki) -> (SocketAddr, Arc<Mutex<Greeting>>, Arc<Mutex<Seen>>) {
-    let provider = Arc::new(rustls::crypto::ring::default_provider());
-    let cfg = ServerConfig::builder_with_provider(provider)
-        .with_safe_default_protocol_versions()
-        .unwrap()
-        .with_no_client_auth()
-        .with_single_cert(
-            p.chain.clone(),
-            PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(p.key_der.clone())),
-        )
-        .unwrap();
-    let acceptor = TlsAcceptor::from(Arc::new(cfg));
+    let acceptor = acceptor(p);
     let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = l.local_addr().unwrap();
     let mode = Arc::new(Mutex::new(Greeting::Send("+OK ready\r\n")));
