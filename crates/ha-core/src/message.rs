@@ -106,6 +106,22 @@ pub struct Grant {
     pub claim: u64,
 }
 
+/// An operator's placement request for a group on one node (Pacemaker's `crm_resource
+/// --move` / `--ban`, heartbeat's `hb_takeover`). It holds until cleared and is shared in the
+/// node's heartbeats, so every node places the group the same way.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum OperatorPref {
+    /// No request.
+    #[default]
+    None,
+    /// Run the group on this node (+INFINITY: overrides stickiness and auto_failback off,
+    /// not hard bans or -INFINITY constraints). Several nodes asking: the lowest id wins.
+    Prefer,
+    /// Never run the group on this node.
+    Avoid,
+}
+
 /// The state of one group on the sender.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct GroupReport {
@@ -124,6 +140,9 @@ pub struct GroupReport {
     pub banned: bool,
     /// A fatal failure (configuration error) stopped the group everywhere.
     pub fatal: bool,
+    /// The operator's placement request for the group on the sender.
+    #[serde(default)]
+    pub operator: OperatorPref,
 }
 
 /// Request a group (sent by a claimant to every peer, re-sent every keepalive until granted).

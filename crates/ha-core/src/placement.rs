@@ -10,11 +10,14 @@
 //!   reaches them (heartbeat's ipfail);
 //! * + location constraint scores, + [`PREFERRED_SCORE`] on the group's preferred node,
 //!   + stickiness on the node where it runs;
+//! * an operator's request ([`OperatorPref`]): `Avoid` makes a node ineligible for the group,
+//!   `Prefer` adds +INFINITY (so it moves even with auto_failback off);
 //! * auto_failback off: a group stays where it runs as long as it can run there;
 //! * colocation: + score on the node where the `with` group is placed (INFINITY: only there);
 //! * a fatal failure stops the group everywhere.
 
 use crate::ids::{GroupId, NodeId, ResourceId};
+use crate::message::OperatorPref;
 use crate::model::{ClusterModel, Constraint, SCORE_INFINITY};
 use crate::outcome::ResourceOp;
 use std::collections::{BTreeMap, BTreeSet};
@@ -44,6 +47,8 @@ pub struct GroupFacts {
     pub banned: BTreeSet<NodeId>,
     /// A fatal failure happened: stop everywhere.
     pub fatal: bool,
+    /// Operators' placement requests per node (missing: none).
+    pub operator: BTreeMap<NodeId, OperatorPref>,
 }
 
 /// Inputs of [`compute_targets`].
@@ -130,7 +135,8 @@ pub fn compute_targets(input: &PlacementInput<'_>) -> BTreeMap<GroupId, Option<N
         let holder = facts.active_on.iter().min().copied();
         let mut scores: BTreeMap<NodeId, i64> = BTreeMap::new();
         for &n in &eligible {
-            if facts.banned.contains(&n) {
+            let pref = facts.operator.get(&n).copied().unwrap_or_default();
+            if facts.banned.contains(&n) || pref == OperatorPref::Avoid {
                 continue;
             }
             let fc = facts.failcount.get(&n).copied().unwrap_or(0);
@@ -143,6 +149,10 @@ pub fn compute_targets(input: &PlacementInput<'_>) -> BTreeMap<GroupId, Option<N
             }
             if holder == Some(n) {
                 s += policy.stickiness;
+            }
+            if pref == OperatorPref::Prefer {
+                // Like Pacemaker's cli-prefer constraint: overrides stickiness.
+                s = s.saturating_add(SCORE_INFINITY);
             }
             let mut forbidden = false;
             for c in &model.constraints {

@@ -42,10 +42,12 @@ fn run(model: ha_core::model::ClusterModel, seed: u64, nfaults: usize, stalls: b
         ..SimConfig::default()
     };
     let ids: Vec<NodeId> = model.nodes.iter().map(|n| n.id).collect();
+    let groups: Vec<GroupId> = model.groups.iter().map(|g| g.id.clone()).collect();
     let mut sim = Sim::new(model, cfg, seed).unwrap();
     for (at, f) in random_faults(
         &mut frng,
         &ids,
+        &groups,
         Timestamp::from_millis(500),
         Timestamp::from_millis(2300),
         nfaults,

@@ -2,6 +2,7 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+use ha_core::message::OperatorPref;
 use ha_core::model::{Constraint, DetectorKind, NoQuorumPolicy, OrderKind, QuorumMode};
 use ha_core::sim::{Fault, LogKind, Sim, SimConfig, model_builder, two_node_model};
 use ha_core::{Error, Event, GroupId, Node, NodeId, OcfCode, ResourceId, ResourceOp, Timestamp};
@@ -313,6 +314,57 @@ fn online_after_standby_follows_auto_failback() {
         }
         assert!(sim.violations().is_empty(), "{:?}", sim.violations());
     }
+}
+
+/// An operator's placement requests: prefer pulls the group to a node even against
+/// auto_failback's preferred node, avoid pushes it off, clear gives placement back to the
+/// policy; an unknown group is refused.
+#[test]
+fn operator_prefer_avoid_and_clear_move_groups() {
+    for failback in [true, false] {
+        let m = model_builder(2)
+            .quorum(QuorumMode::TwoNode)
+            .auto_failback(failback)
+            .group("nfs", &["vip", "disk", "fs", "nfsd"], Some(1))
+            .build();
+        let mut sim = Sim::new(m, rec(), 6).unwrap();
+        sim.run_until(ms(1000));
+        assert_eq!(sim.running_on(&g("nfs")), Some(NodeId(1)));
+        // hb_takeover on node 2.
+        sim.apply(Fault::Operator(NodeId(2), g("nfs"), OperatorPref::Prefer));
+        sim.run_until(ms(1500));
+        assert_eq!(
+            sim.running_on(&g("nfs")),
+            Some(NodeId(2)),
+            "failback {failback}"
+        );
+        sim.run_until(ms(2500));
+        assert_eq!(
+            sim.running_on(&g("nfs")),
+            Some(NodeId(2)),
+            "stays while preferred"
+        );
+        let st = sim.node(NodeId(2)).unwrap().status();
+        assert_eq!(st.groups[0].operator, OperatorPref::Prefer);
+        // Clear: with auto_failback the group goes home, without it stays.
+        sim.apply(Fault::Operator(NodeId(2), g("nfs"), OperatorPref::None));
+        sim.run_until(ms(3500));
+        let home = if failback { NodeId(1) } else { NodeId(2) };
+        assert_eq!(sim.running_on(&g("nfs")), Some(home), "failback {failback}");
+        // Ban it from wherever it runs: it moves to the other node.
+        sim.apply(Fault::Operator(home, g("nfs"), OperatorPref::Avoid));
+        sim.run_until(ms(4500));
+        let other = if home == NodeId(1) {
+            NodeId(2)
+        } else {
+            NodeId(1)
+        };
+        assert_eq!(sim.running_on(&g("nfs")), Some(other));
+        assert!(sim.violations().is_empty(), "{:?}", sim.violations());
+    }
+    let mut node = Node::new(Arc::new(two_node_model()), NodeId(1), 1, ms(0)).unwrap();
+    assert!(!node.request_placement(ms(1), &g("nope"), OperatorPref::Prefer));
+    assert!(node.request_placement(ms(1), &g("nfs"), OperatorPref::Avoid));
 }
 
 #[test]

@@ -3,14 +3,20 @@
 //! A Unix stream socket (mode 0600: whoever may signal the daemon) takes one command line per
 //! connection and answers, then closes:
 //!
-//! | command   | effect                                               | answer            |
-//! |-----------|------------------------------------------------------|-------------------|
-//! | `standby` | hand every group to the peers, keep running          | `ok`              |
-//! | `online`  | leave standby (groups come back with auto_failback)  | `ok`              |
-//! | `status`  | nothing                                              | the JSON snapshot |
+//! | command       | effect                                                   | answer   |
+//! |---------------|----------------------------------------------------------|----------|
+//! | `standby`     | hand every group to the peers, keep running              | `ok`     |
+//! | `online`      | leave standby (groups come back with auto_failback)      | `ok`     |
+//! | `move GROUP`  | run GROUP here (heartbeat's `hb_takeover`, `crm_resource --move`) | `ok` |
+//! | `ban GROUP`   | never run GROUP here (`crm_resource --ban`)              | `ok`     |
+//! | `clear GROUP` | drop this node's move/ban of GROUP                       | `ok`     |
+//! | `status`      | nothing                                                  | the JSON snapshot |
 //!
-//! Anything else gets `error: ...` naming the commands. Moving groups home by hand without
-//! auto_failback is heartbeat's workflow: `standby` on the node holding them, then `online`.
+//! A move or ban holds until cleared (or this node restarts) and is shared through this
+//! node's heartbeats, so every node places the group alike. Anything else gets `error: ...`
+//! naming the commands. Moving groups home by hand without auto_failback: `move GROUP` on
+//! the node that should run it, then `clear GROUP`, or `standby` on the holder, then
+//! `online`.
 
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -18,6 +24,9 @@ use std::time::Duration;
 use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
 use tokio::net::{UnixListener, UnixStream};
 use tokio::task::JoinHandle;
+
+use ha_core::GroupId;
+use ha_core::message::OperatorPref;
 
 use crate::runtime::NodeControl;
 use crate::{Error, Result};
@@ -29,7 +38,7 @@ pub const MAX_LINE: usize = 256;
 const READ_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// A parsed control command.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub enum ControlCommand {
     /// Hand every group over to the peers and keep running.
     Standby,
@@ -37,38 +46,67 @@ pub enum ControlCommand {
     Online,
     /// Report the status snapshot as JSON.
     Status,
+    /// Run the group on this node.
+    Move(GroupId),
+    /// Never run the group on this node.
+    Ban(GroupId),
+    /// Drop this node's move or ban of the group.
+    Clear(GroupId),
 }
 
-impl ControlCommand {
-    /// Every command, in the order the help text lists them.
-    pub const ALL: [ControlCommand; 3] = [
-        ControlCommand::Standby,
-        ControlCommand::Online,
-        ControlCommand::Status,
-    ];
+/// The commands as the help text lists them.
+const USAGE: &str = "standby, online, status, move GROUP, ban GROUP, clear GROUP";
 
-    /// The command's word on the wire.
-    pub fn word(self) -> &'static str {
+impl ControlCommand {
+    /// The command's verb on the wire.
+    pub fn word(&self) -> &'static str {
         match self {
             ControlCommand::Standby => "standby",
             ControlCommand::Online => "online",
             ControlCommand::Status => "status",
+            ControlCommand::Move(_) => "move",
+            ControlCommand::Ban(_) => "ban",
+            ControlCommand::Clear(_) => "clear",
         }
     }
 
-    /// Parse one command line (surrounding white space and the line end are ignored).
+    /// Parse one command line: a verb and, for move/ban/clear, a group name, separated by
+    /// white space (surrounding white space and the line end are ignored).
     pub fn parse(line: &str) -> std::result::Result<ControlCommand, String> {
-        let word = line.trim();
-        Self::ALL
-            .into_iter()
-            .find(|c| c.word() == word)
-            .ok_or_else(|| {
-                let shown: String = word.chars().take(40).collect();
-                format!(
-                    "unknown command `{shown}` (commands: {})",
-                    Self::ALL.map(ControlCommand::word).join(", ")
-                )
-            })
+        let mut words = line.split_whitespace();
+        let (verb, arg, extra) = (words.next(), words.next(), words.next());
+        let shown = |w: &str| w.chars().take(40).collect::<String>();
+        let group = |arg: Option<&str>, verb: &str| match arg {
+            Some(g) => Ok(GroupId::from(g)),
+            None => Err(format!("`{verb}` needs a group name (commands: {USAGE})")),
+        };
+        let cmd = match verb.unwrap_or("") {
+            "standby" if arg.is_none() => ControlCommand::Standby,
+            "online" if arg.is_none() => ControlCommand::Online,
+            "status" if arg.is_none() => ControlCommand::Status,
+            "move" if extra.is_none() => ControlCommand::Move(group(arg, "move")?),
+            "ban" if extra.is_none() => ControlCommand::Ban(group(arg, "ban")?),
+            "clear" if extra.is_none() => ControlCommand::Clear(group(arg, "clear")?),
+            _ => {
+                return Err(format!(
+                    "unknown command `{}` (commands: {USAGE})",
+                    shown(line.trim())
+                ));
+            }
+        };
+        Ok(cmd)
+    }
+}
+
+impl std::fmt::Display for ControlCommand {
+    /// The command line (without the line end); [`ControlCommand::parse`] reads it back.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            ControlCommand::Move(g) | ControlCommand::Ban(g) | ControlCommand::Clear(g) => {
+                write!(f, "{} {g}", self.word())
+            }
+            _ => f.write_str(self.word()),
+        }
     }
 }
 
@@ -167,10 +205,13 @@ async fn answer(stream: UnixStream, node: &NodeControl) -> std::io::Result<()> {
 }
 
 async fn run(cmd: ControlCommand, node: &NodeControl) -> String {
-    tracing::info!(command = cmd.word(), "control command");
+    tracing::info!(command = %cmd, "control command");
     let done = match cmd {
         ControlCommand::Standby => node.standby().await,
         ControlCommand::Online => node.online().await,
+        ControlCommand::Move(g) => node.place(&g, OperatorPref::Prefer).await,
+        ControlCommand::Ban(g) => node.place(&g, OperatorPref::Avoid).await,
+        ControlCommand::Clear(g) => node.place(&g, OperatorPref::None).await,
         ControlCommand::Status => {
             return match serde_json::to_string_pretty(&node.status()) {
                 Ok(json) => json + "\n",
@@ -186,12 +227,12 @@ async fn run(cmd: ControlCommand, node: &NodeControl) -> String {
 
 /// Send `cmd` to the node serving `path` and return its answer (without the final line end);
 /// an `error: ...` answer becomes [`Error::Control`].
-pub async fn request(path: &Path, cmd: ControlCommand) -> Result<String> {
+pub async fn request(path: &Path, cmd: &ControlCommand) -> Result<String> {
     let ctx = |what: &str| format!("control socket {}: {what}", path.display());
     let mut s = UnixStream::connect(path)
         .await
         .map_err(|e| Error::io(ctx("connect (is the node running with --control?)"), e))?;
-    s.write_all(format!("{}\n", cmd.word()).as_bytes())
+    s.write_all(format!("{cmd}\n").as_bytes())
         .await
         .map_err(|e| Error::io(ctx("send"), e))?;
     let mut answer = String::new();
@@ -218,26 +259,50 @@ mod tests {
 
     #[test]
     fn parses_every_command_and_refuses_others() {
-        for c in ControlCommand::ALL {
-            assert_eq!(ControlCommand::parse(c.word()), Ok(c));
-            assert_eq!(ControlCommand::parse(&format!("  {}\r\n", c.word())), Ok(c));
+        let g = || GroupId::from("web");
+        for c in [
+            ControlCommand::Standby,
+            ControlCommand::Online,
+            ControlCommand::Status,
+            ControlCommand::Move(g()),
+            ControlCommand::Ban(g()),
+            ControlCommand::Clear(g()),
+        ] {
+            assert_eq!(ControlCommand::parse(&c.to_string()), Ok(c.clone()));
+            assert_eq!(ControlCommand::parse(&format!("  {c}\r\n")), Ok(c));
         }
-        let e = ControlCommand::parse("takeover").unwrap_err();
-        assert!(
-            e.contains("takeover") && e.contains("standby, online, status"),
-            "{e}"
+        assert_eq!(
+            ControlCommand::parse("move\t web "),
+            Ok(ControlCommand::Move(g()))
         );
-        assert!(ControlCommand::parse("").is_err());
-        assert!(ControlCommand::parse("standby now").is_err());
+        let e = ControlCommand::parse("takeover").unwrap_err();
+        assert!(e.contains("`takeover`") && e.contains(USAGE), "{e}");
+        assert!(
+            ControlCommand::parse("move")
+                .unwrap_err()
+                .contains("needs a group")
+        );
+        for bad in ["", "standby now", "move a b", "status x"] {
+            assert!(ControlCommand::parse(bad).is_err(), "{bad}");
+        }
     }
 
     proptest! {
         #[test]
-        fn round_trips_and_never_panics(i in 0usize..3, junk in ".{0,300}") {
-            let c = ControlCommand::ALL[i];
-            prop_assert_eq!(ControlCommand::parse(c.word()), Ok(c));
+        fn round_trips_and_never_panics(verb in 0usize..6, group in "[a-z0-9_.-]{1,20}", junk in ".{0,300}") {
+            let g = GroupId::from(group.as_str());
+            let c = [
+                ControlCommand::Standby,
+                ControlCommand::Online,
+                ControlCommand::Status,
+                ControlCommand::Move(g.clone()),
+                ControlCommand::Ban(g.clone()),
+                ControlCommand::Clear(g),
+            ][verb].clone();
+            prop_assert_eq!(ControlCommand::parse(&c.to_string()), Ok(c));
             if let Ok(p) = ControlCommand::parse(&junk) {
-                prop_assert_eq!(p.word(), junk.trim());
+                let normal = junk.split_whitespace().collect::<Vec<_>>().join(" ");
+                prop_assert_eq!(p.to_string(), normal);
             }
         }
     }

@@ -135,6 +135,7 @@ mod tests {
                     failcount: 0,
                     banned: false,
                     fatal: false,
+                    operator: Default::default(),
                 })
                 .collect(),
         })

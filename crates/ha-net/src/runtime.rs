@@ -6,7 +6,7 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use ha_core::message::{GroupState, Message};
+use ha_core::message::{GroupState, Message, OperatorPref};
 use ha_core::model::ClusterModel;
 use ha_core::node::{ActionId, Event, Node, NodeStatus, Output, ResourceAction};
 use ha_core::resource::{AgentOptions, Resource, agent_for, run_with_timeout};
@@ -102,6 +102,8 @@ pub struct RuntimeStatus {
 enum Command {
     /// Standby (true) or online (false); acknowledged once applied and in the status.
     Standby(bool, oneshot::Sender<()>),
+    /// An operator's placement request; acknowledged (false: no such group) once applied.
+    Place(GroupId, OperatorPref, oneshot::Sender<bool>),
     Shutdown {
         timeout: Duration,
         done: oneshot::Sender<bool>,
@@ -135,6 +137,23 @@ impl NodeControl {
     /// Leave standby (eligible for groups again); returns once the status says so.
     pub async fn online(&self) -> Result<()> {
         self.set_standby(false).await
+    }
+
+    /// Ask for `group` on this node ([`OperatorPref::Prefer`], heartbeat's `hb_takeover`), keep
+    /// it away ([`OperatorPref::Avoid`]) or clear the request ([`OperatorPref::None`]); see
+    /// [`ha_core::node::Node::request_placement`]. Returns once applied and in the status.
+    pub async fn place(&self, group: &GroupId, pref: OperatorPref) -> Result<()> {
+        let (ack, done) = oneshot::channel();
+        self.send(Command::Place(group.clone(), pref, ack)).await?;
+        match done.await {
+            Ok(true) => Ok(()),
+            Ok(false) => Err(Error::Control(format!(
+                "no group `{group}` in this cluster"
+            ))),
+            Err(_) => Err(Error::Config(
+                "node runtime stopped before applying the command".into(),
+            )),
+        }
     }
 
     async fn set_standby(&self, on: bool) -> Result<()> {
@@ -433,10 +452,14 @@ impl Driver {
         let mut standby_done = false;
         // Operator commands applied but not yet in the status snapshot.
         let mut acks: Vec<oneshot::Sender<()>> = Vec::new();
+        let mut place_acks: Vec<(oneshot::Sender<bool>, bool)> = Vec::new();
         loop {
             standby_done |= self.pump(&done_tx);
             for ack in acks.drain(..) {
                 let _ = ack.send(());
+            }
+            for (ack, known) in place_acks.drain(..) {
+                let _ = ack.send(known);
             }
             // StandbyDone means our groups are stopped; stay until a peer actually runs them,
             // because it may still need our grant (leaving now would make it wait for our
@@ -474,6 +497,11 @@ impl Driver {
                         }
                         self.status_dirty = true;
                         acks.push(ack);
+                    }
+                    Some(Command::Place(group, pref, ack)) => {
+                        let known = self.node.request_placement(self.now(), &group, pref);
+                        self.status_dirty = true;
+                        place_acks.push((ack, known));
                     }
                     Some(Command::Shutdown { timeout, done }) => {
                         tracing::info!(node = %self.node.id(), ?timeout, "graceful shutdown: handing groups over");

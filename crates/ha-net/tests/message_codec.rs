@@ -4,7 +4,7 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)] // tests may unwrap (common rules)
 
 use ha_core::message::{
-    Grant, GroupReport, GroupState, Heartbeat, Message, PeerReport, TakeoverRequest,
+    Grant, GroupReport, GroupState, Heartbeat, Message, OperatorPref, PeerReport, TakeoverRequest,
     TakeoverResponse,
 };
 use ha_core::model::{AuthAlgorithm, AuthKey, AuthSpec};
@@ -46,9 +46,14 @@ fn arb_group() -> impl Strategy<Value = GroupReport> {
         any::<u32>(),
         any::<bool>(),
         any::<bool>(),
+        prop_oneof![
+            Just(OperatorPref::None),
+            Just(OperatorPref::Prefer),
+            Just(OperatorPref::Avoid)
+        ],
     )
         .prop_map(
-            |(g, state, claim, grant, failcount, banned, fatal)| GroupReport {
+            |(g, state, claim, grant, failcount, banned, fatal, operator)| GroupReport {
                 group: GroupId(g),
                 state,
                 claim,
@@ -60,6 +65,7 @@ fn arb_group() -> impl Strategy<Value = GroupReport> {
                 failcount,
                 banned,
                 fatal,
+                operator,
             },
         )
 }
@@ -210,9 +216,20 @@ fn invalid_enum_and_flag_values_are_rejected() {
             failcount: 0,
             banned: false,
             fatal: false,
+            operator: OperatorPref::Avoid,
         }],
     };
     let mut p = Body::App(Message::Heartbeat(hb)).encode().unwrap();
+    // The group's flags byte is the last one: operator request 2 (avoid) in bits 2-3; 3 is
+    // not a request, and bit 4 is no flag.
+    let last = p.len() - 1;
+    assert_eq!(p[last], 0b1000);
+    for bad in [0b1100, 0b1_0000] {
+        let mut q = p.clone();
+        q[last] = bad;
+        let e = Body::<Message>::decode(1, &q).unwrap_err();
+        assert!(e.to_string().contains("group.flags"), "{e}");
+    }
     // flags byte of the heartbeat is at offset 24.
     p[24] = 0x80;
     assert!(Body::<Message>::decode(1, &p).is_err());

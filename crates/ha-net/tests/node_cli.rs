@@ -112,4 +112,11 @@ fn ctl_client_reports_a_missing_node_and_bad_commands() {
         "{}",
         text(&o)
     );
+    let o = node(&["--ctl", sock.to_str().unwrap(), "move"]);
+    assert_eq!(o.status.code(), Some(2), "{}", text(&o));
+    assert!(
+        text(&o).contains("`move` needs a group name"),
+        "{}",
+        text(&o)
+    );
 }

@@ -166,7 +166,7 @@ async fn control_socket_standby_and_online_move_groups_by_hand() {
     let standby_of = |p: &std::path::Path| {
         let p = p.to_path_buf();
         async move {
-            let json = control::request(&p, ControlCommand::Status).await.unwrap();
+            let json = control::request(&p, &ControlCommand::Status).await.unwrap();
             let v: serde_json::Value = serde_json::from_str(&json).unwrap();
             v["node"]["standby"].as_bool().unwrap()
         }
@@ -178,7 +178,7 @@ async fn control_socket_standby_and_online_move_groups_by_hand() {
     assert!(!standby_of(&pa).await);
 
     assert_eq!(
-        control::request(&pa, ControlCommand::Standby)
+        control::request(&pa, &ControlCommand::Standby)
             .await
             .unwrap(),
         "ok"
@@ -193,7 +193,9 @@ async fn control_socket_standby_and_online_move_groups_by_hand() {
 
     // Online again: no auto_failback, so the group stays on B.
     assert_eq!(
-        control::request(&pa, ControlCommand::Online).await.unwrap(),
+        control::request(&pa, &ControlCommand::Online)
+            .await
+            .unwrap(),
         "ok"
     );
     assert!(!standby_of(&pa).await);
@@ -201,14 +203,16 @@ async fn control_socket_standby_and_online_move_groups_by_hand() {
     assert!(b.vip.is_running() && !a.vip.is_running(), "no failback");
 
     // Move it home by hand: standby B, then B online.
-    control::request(&pb, ControlCommand::Standby)
+    control::request(&pb, &ControlCommand::Standby)
         .await
         .unwrap();
     wait_for("A takes the group back", Duration::from_secs(5), || {
         a.vip.is_running() && !b.vip.is_running()
     })
     .await;
-    control::request(&pb, ControlCommand::Online).await.unwrap();
+    control::request(&pb, &ControlCommand::Online)
+        .await
+        .unwrap();
     assert!(!standby_of(&pb).await);
 
     // A bad command gets an error naming the commands; the socket stays usable.
@@ -230,4 +234,55 @@ async fn control_socket_standby_and_online_move_groups_by_hand() {
     assert!(e.to_string().contains("not a socket"), "{e}");
     assert_eq!(std::fs::read(&file).unwrap(), b"keep me");
     assert!(!standby_of(&pa).await);
+}
+
+/// `move`, `ban` and `clear` through the control sockets: with auto_failback on, a move pulls
+/// the group off its preferred node and holds it there until cleared; a ban pushes it off;
+/// an unknown group is refused.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn control_socket_move_ban_and_clear() {
+    use ha_core::GroupId;
+    use ha_net::control::{self, ControlCommand};
+
+    let model = Arc::new(model(true));
+    let port = free_port();
+    let a = start(&model, 1, port);
+    let b = start(&model, 2, port);
+    let dir = tempfile::tempdir().unwrap();
+    let (pa, pb) = (dir.path().join("a.sock"), dir.path().join("b.sock"));
+    let _sa = control::serve(&pa, a.rt.control()).await.unwrap();
+    let _sb = control::serve(&pb, b.rt.control()).await.unwrap();
+    let web = || GroupId::from("web");
+    let on_a = || a.vip.is_running() && !b.vip.is_running();
+    let on_b = || b.vip.is_running() && !a.vip.is_running();
+    wait_for("A runs the group", Duration::from_secs(5), on_a).await;
+
+    let ok = control::request(&pb, &ControlCommand::Move(web())).await;
+    assert_eq!(ok.unwrap(), "ok");
+    wait_for("the move to B", Duration::from_secs(5), on_b).await;
+    let st = control::request(&pb, &ControlCommand::Status)
+        .await
+        .unwrap();
+    assert!(st.contains("\"operator\": \"prefer\""), "{st}");
+    tokio::time::sleep(Duration::from_millis(400)).await;
+    assert!(on_b(), "auto_failback does not undo an operator's move");
+
+    control::request(&pb, &ControlCommand::Clear(web()))
+        .await
+        .unwrap();
+    wait_for("failback to A after clear", Duration::from_secs(5), on_a).await;
+
+    control::request(&pa, &ControlCommand::Ban(web()))
+        .await
+        .unwrap();
+    wait_for("the ban pushes it to B", Duration::from_secs(5), on_b).await;
+    control::request(&pa, &ControlCommand::Clear(web()))
+        .await
+        .unwrap();
+    wait_for("back to A after clear", Duration::from_secs(5), on_a).await;
+
+    let e = control::request(&pa, &ControlCommand::Move(GroupId::from("nope")))
+        .await
+        .unwrap_err();
+    assert!(e.to_string().contains("no group `nope`"), "{e}");
 }

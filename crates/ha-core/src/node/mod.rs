@@ -23,7 +23,7 @@ use crate::ids::{GroupId, LinkId, NodeId};
 use crate::liveness::{HeartbeatVerdict, Liveness, LivenessEvent, PeerState};
 use crate::membership::View;
 use crate::message::{
-    Grant, GroupReport, GroupState, Heartbeat, Message, PeerReport, TakeoverRequest,
+    Grant, GroupReport, GroupState, Heartbeat, Message, OperatorPref, PeerReport, TakeoverRequest,
     TakeoverResponse,
 };
 use crate::model::{ClusterModel, Constraint, NoQuorumPolicy, OrderKind, QuorumMode};
@@ -78,6 +78,8 @@ struct LocalGroup {
     failures: Vec<Timestamp>,
     banned: bool,
     fatal: bool,
+    /// The operator's placement request here (kept until cleared or the process restarts).
+    operator: OperatorPref,
     /// After the current stop, start again (restart in place).
     restart: bool,
     retry_at: Option<Timestamp>,
@@ -189,6 +191,7 @@ impl Node {
                 failcount: 0,
                 banned: false,
                 fatal: false,
+                operator: OperatorPref::None,
             })
             .collect();
         let peers = peer_ids
@@ -226,6 +229,7 @@ impl Node {
                 failures: Vec::new(),
                 banned: false,
                 fatal: false,
+                operator: OperatorPref::None,
                 restart: false,
                 retry_at: None,
                 monitor_due: vec![None; g.resources.len()],
@@ -408,6 +412,31 @@ impl Node {
         self.step(self.now);
     }
 
+    /// The operator's placement request for `group` on this node: [`OperatorPref::Prefer`]
+    /// pulls it here (heartbeat's `hb_takeover`, `crm_resource --move`), [`OperatorPref::Avoid`]
+    /// keeps it away (`crm_resource --ban`), [`OperatorPref::None`] clears either. The request
+    /// travels in this node's heartbeats and moves the group through the usual takeover
+    /// handshake. Returns false for an unknown group.
+    pub fn request_placement(
+        &mut self,
+        now: Timestamp,
+        group: &GroupId,
+        pref: OperatorPref,
+    ) -> bool {
+        self.enter(now);
+        let Some(g) = self.groups.iter_mut().find(|g| &g.id == group) else {
+            return false;
+        };
+        if g.operator != pref {
+            info!(node = %self.me, group = %group, ?pref, "operator placement request");
+            g.operator = pref;
+            self.dirty = true;
+            self.hb_needed = true;
+        }
+        self.step(self.now);
+        true
+    }
+
     /// A snapshot for status displays.
     pub fn status(&self) -> NodeStatus {
         let peers = self
@@ -443,6 +472,7 @@ impl Node {
                 location: self.location(gi),
                 target: self.targets[gi],
                 failcount: self.failcount(gi),
+                operator: g.operator,
             })
             .collect();
         NodeStatus {
@@ -830,6 +860,7 @@ impl Node {
             if g.banned {
                 f.banned.insert(self.me);
             }
+            f.operator.insert(self.me, g.operator);
             f.fatal = g.fatal;
             for (&n, p) in &self.peers {
                 let r = &p.reports[gi];
@@ -844,6 +875,7 @@ impl Node {
                 if r.banned {
                     f.banned.insert(n);
                 }
+                f.operator.insert(n, r.operator);
             }
             groups.insert(g.id.clone(), f);
         }
@@ -888,6 +920,7 @@ impl Node {
                     failcount: self.failcount(gi),
                     banned: g.banned,
                     fatal: g.fatal,
+                    operator: g.operator,
                 }
             })
             .collect();

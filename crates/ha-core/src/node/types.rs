@@ -2,7 +2,7 @@
 
 use crate::ids::{GroupId, LinkId, NodeId, ResourceId};
 use crate::liveness::PeerState;
-use crate::message::{GroupState, Message};
+use crate::message::{GroupState, Message, OperatorPref};
 use crate::outcome::{OcfCode, ResourceOp};
 use serde::{Deserialize, Serialize};
 use std::time::Duration;
@@ -272,6 +272,9 @@ pub struct GroupStatus {
     pub target: Option<NodeId>,
     /// Unexpired failures on this node.
     pub failcount: u32,
+    /// The operator's placement request for the group on this node.
+    #[serde(default)]
+    pub operator: OperatorPref,
 }
 
 /// A serializable snapshot of a node.

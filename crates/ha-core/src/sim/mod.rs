@@ -17,7 +17,7 @@ mod builder;
 pub use builder::{ModelBuilder, model_builder, two_node_model};
 
 use crate::ids::{GroupId, LinkId, NodeId, ResourceId};
-use crate::message::Message;
+use crate::message::{Message, OperatorPref};
 use crate::model::ClusterModel;
 use crate::node::{ActionId, Event, Node, Output, ResourceAction};
 use crate::outcome::{OcfCode, ResourceOp};
@@ -93,6 +93,8 @@ pub enum Fault {
     Standby(NodeId),
     /// Ask a node to leave standby.
     Online(NodeId),
+    /// An operator's placement request for a group on a node.
+    Operator(NodeId, GroupId, OperatorPref),
     /// The next `op` of `resource` on the node returns `code`.
     Inject(NodeId, ResourceId, ResourceOp, OcfCode),
 }
@@ -597,6 +599,7 @@ impl Sim {
             | Fault::Ping(n, _)
             | Fault::Standby(n)
             | Fault::Online(n)
+            | Fault::Operator(n, ..)
             | Fault::Inject(n, ..)
             | Fault::Cut(n, _) => *n,
             Fault::Partition(s) => s.first().copied().unwrap_or(NodeId(0)),
@@ -663,6 +666,15 @@ impl Sim {
                         } else {
                             node.request_online(now);
                         }
+                        self.after_call(i);
+                    }
+                }
+            }
+            Fault::Operator(n, g, pref) => {
+                if let Some(i) = self.idx(n) {
+                    let now = self.local_now(i);
+                    if let Some(node) = self.nodes[i].node.as_mut() {
+                        node.request_placement(now, &g, pref);
                         self.after_call(i);
                     }
                 }
@@ -826,12 +838,14 @@ impl Sim {
 }
 
 /// A random fault schedule over `[from, until)` for a cluster of `nodes`: crashes followed by
-/// restarts, partitions and one-way cuts followed by heals, loss changes, and an operator's
-/// standby followed by online; with `stalls` also timer stalls and clock jumps. Used by the
-/// property tests.
+/// restarts, partitions and one-way cuts followed by heals, loss changes, and operators'
+/// requests (standby followed by online, a group's prefer or avoid followed by clear; both
+/// undone by `until`); with `stalls` also timer stalls and clock jumps. Used by the property
+/// tests.
 pub fn random_faults(
     rng: &mut ChaCha8Rng,
     nodes: &[NodeId],
+    groups: &[GroupId],
     from: Timestamp,
     until: Timestamp,
     count: usize,
@@ -843,7 +857,7 @@ pub fn random_faults(
         let at = Timestamp(from.0 + rng.gen_range(0..span));
         let n = nodes[rng.gen_range(0..nodes.len())];
         let back = at + Duration::from_millis(rng.gen_range(100..1500));
-        match rng.gen_range(0..if stalls { 7 } else { 5 }) {
+        match rng.gen_range(0..if stalls { 8 } else { 6 }) {
             0 => {
                 out.push((at, Fault::Crash(n)));
                 out.push((back, Fault::Restart(n)));
@@ -874,7 +888,18 @@ pub fn random_faults(
                 out.push((at, Fault::Standby(n)));
                 out.push((back.min(until), Fault::Online(n)));
             }
-            5 => out.push((
+            5 if !groups.is_empty() => {
+                let g = groups[rng.gen_range(0..groups.len())].clone();
+                let pref = if rng.gen_bool(0.5) {
+                    OperatorPref::Prefer
+                } else {
+                    OperatorPref::Avoid
+                };
+                out.push((at, Fault::Operator(n, g.clone(), pref)));
+                out.push((back.min(until), Fault::Operator(n, g, OperatorPref::None)));
+            }
+            5 => {}
+            6 => out.push((
                 at,
                 Fault::Stall(n, Duration::from_millis(rng.gen_range(50..1500))),
             )),

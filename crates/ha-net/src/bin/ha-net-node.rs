@@ -6,7 +6,7 @@
 //! ha-net-node (--config CLUSTER.toml | --config MODEL.json | --heartbeat DIR) [--node ID|NAME]
 //!             [--log FILE] [--echo-port PORT] [--stop-timeout-ms MS] [--realtime] [--status FILE]
 //!             [--control SOCKET] [--check]
-//! ha-net-node --ctl SOCKET (standby|online|status)
+//! ha-net-node --ctl SOCKET (standby|online|status|move GROUP|ban GROUP|clear GROUP)
 //! ```
 //! `--config` takes the TOML cluster file (`ha_core::config`) or a JSON `ClusterModel`;
 //! `--heartbeat DIR` imports DIR/ha.cf, DIR/haresources and DIR/authkeys (as in /etc/ha.d).
@@ -16,7 +16,8 @@
 //! which node answers for a floating address. `--status` rewrites FILE with the JSON status
 //! snapshot whenever it changes. `--control` serves the operator socket
 //! ([`ha_net::control`]); `--ctl SOCKET COMMAND` is its client (heartbeat's `hb_standby`, its
-//! return, and `cl_status`): it prints the node's answer and exits 1 on an error.
+//! return, `hb_takeover` as `move GROUP`, and `cl_status`): it prints the node's answer and
+//! exits 1 on an error.
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -50,7 +51,7 @@ fn usage(msg: &str) -> ! {
     eprintln!(
         "ha-net-node: {msg}\nusage: ha-net-node (--config CLUSTER.toml|MODEL.json | --heartbeat DIR) \
          [--node ID|NAME] [--log FILE] [--echo-port PORT] [--stop-timeout-ms MS] [--realtime] \
-         [--status FILE] [--control SOCKET] [--check]\n       ha-net-node --ctl SOCKET (standby|online|status)"
+         [--status FILE] [--control SOCKET] [--check]\n       ha-net-node --ctl SOCKET (standby|online|status|move GROUP|ban GROUP|clear GROUP)"
     );
     std::process::exit(2)
 }
@@ -102,17 +103,18 @@ fn parse_args() -> Args {
     a
 }
 
-/// `--ctl SOCKET COMMAND`: the control client; exits.
+/// `--ctl SOCKET COMMAND [GROUP]`: the control client; exits.
 fn control_client(mut args: impl Iterator<Item = String>) -> ! {
-    let (Some(path), Some(word), None) = (args.next(), args.next(), args.next()) else {
-        usage("--ctl takes SOCKET and one of standby, online, status")
+    let Some(path) = args.next() else {
+        usage("--ctl takes SOCKET and a command")
     };
-    let cmd = ControlCommand::parse(&word).unwrap_or_else(|e| usage(&e));
+    let line = args.collect::<Vec<_>>().join(" ");
+    let cmd = ControlCommand::parse(&line).unwrap_or_else(|e| usage(&e));
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
         .unwrap_or_else(|e| usage(&format!("cannot start tokio: {e}")));
-    match rt.block_on(control::request(std::path::Path::new(&path), cmd)) {
+    match rt.block_on(control::request(std::path::Path::new(&path), &cmd)) {
         Ok(answer) => {
             println!("{answer}");
             std::process::exit(0)

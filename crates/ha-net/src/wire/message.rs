@@ -5,12 +5,13 @@
 //! - kind 1 Heartbeat: incarnation u64, seq u64, view u64, flags u8 (bit0 ping_ok,
 //!   bit1 standby), peers `[node u16, incarnation u64, last_seq u64, alive u8]`,
 //!   groups `[group str, state u8, claim opt<u64>, grant opt<node u16, incarnation u64,
-//!   claim u64>, failcount u32, flags u8 (bit0 banned, bit1 fatal)]`
+//!   claim u64>, failcount u32, flags u8 (bit0 banned, bit1 fatal, bits 2-3 operator request:
+//!   0 none, 1 prefer, 2 avoid)]`
 //! - kind 2 TakeoverRequest: group str, incarnation u64, claim u64
 //! - kind 3 TakeoverResponse: group str, incarnation u64, claim u64, granted u8, grant_seq u64
 
 use ha_core::message::{
-    Grant, GroupReport, GroupState, Heartbeat, Message, PeerReport, TakeoverRequest,
+    Grant, GroupReport, GroupState, Heartbeat, Message, OperatorPref, PeerReport, TakeoverRequest,
     TakeoverResponse,
 };
 use ha_core::{GroupId, NodeId};
@@ -98,7 +99,12 @@ fn encode_heartbeat(h: &Heartbeat, w: &mut Writer) -> Result<(), EncodeTooLong> 
             None => w.u8(0),
         }
         w.u32(g.failcount);
-        w.u8(u8::from(g.banned) | (u8::from(g.fatal) << 1));
+        let operator: u8 = match g.operator {
+            OperatorPref::None => 0,
+            OperatorPref::Prefer => 1,
+            OperatorPref::Avoid => 2,
+        };
+        w.u8(u8::from(g.banned) | (u8::from(g.fatal) << 1) | (operator << 2));
     }
     Ok(())
 }
@@ -138,7 +144,18 @@ fn decode_heartbeat(r: &mut Reader<'_>) -> Result<Heartbeat, DecodeError> {
             None
         };
         let failcount = r.u32("group.failcount")?;
-        let gf = flags(r, "group.flags", 0b11)?;
+        let gf = flags(r, "group.flags", 0b1111)?;
+        let operator = match gf >> 2 {
+            0 => OperatorPref::None,
+            1 => OperatorPref::Prefer,
+            2 => OperatorPref::Avoid,
+            _ => {
+                return Err(DecodeError::InvalidValue {
+                    field: "group.flags",
+                    value: u64::from(gf),
+                });
+            }
+        };
         groups.push(GroupReport {
             group,
             state,
@@ -147,6 +164,7 @@ fn decode_heartbeat(r: &mut Reader<'_>) -> Result<Heartbeat, DecodeError> {
             failcount,
             banned: gf & 1 != 0,
             fatal: gf & 2 != 0,
+            operator,
         });
     }
     Ok(Heartbeat {
