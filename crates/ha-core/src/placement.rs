@@ -281,6 +281,49 @@ mod tests {
     }
 
     #[test]
+    fn operator_requests_override_stickiness_but_not_hard_limits() {
+        let mut m = model_builder(3)
+            .auto_failback(false)
+            .group("nfs", &["vip"], Some(1))
+            .build();
+        let pref = |i: &mut PlacementInput<'_>, n: u16, p: OperatorPref| {
+            i.groups
+                .entry(g("nfs"))
+                .or_default()
+                .operator
+                .insert(NodeId(n), p);
+        };
+        let mut i = input(&m, &[1, 2, 3]);
+        running(&mut i, "nfs", 1);
+        pref(&mut i, 3, OperatorPref::Prefer);
+        assert_eq!(compute_targets(&i)[&g("nfs")], Some(NodeId(3)), "move");
+        pref(&mut i, 2, OperatorPref::Prefer);
+        assert_eq!(compute_targets(&i)[&g("nfs")], Some(NodeId(2)), "lowest id");
+        pref(&mut i, 2, OperatorPref::None);
+        pref(&mut i, 3, OperatorPref::None);
+        pref(&mut i, 1, OperatorPref::Avoid);
+        assert_eq!(compute_targets(&i)[&g("nfs")], Some(NodeId(2)), "ban");
+        // A hard ban or a -INFINITY constraint beats an operator's move.
+        pref(&mut i, 1, OperatorPref::None);
+        pref(&mut i, 3, OperatorPref::Prefer);
+        i.groups
+            .get_mut(&g("nfs"))
+            .unwrap()
+            .banned
+            .insert(NodeId(3));
+        assert_eq!(compute_targets(&i)[&g("nfs")], Some(NodeId(1)));
+        m.constraints.push(Constraint::Location {
+            group: g("nfs"),
+            node: NodeId(2),
+            score: -SCORE_INFINITY,
+        });
+        let mut i = input(&m, &[1, 2, 3]);
+        running(&mut i, "nfs", 1);
+        pref(&mut i, 2, OperatorPref::Prefer);
+        assert_eq!(compute_targets(&i)[&g("nfs")], Some(NodeId(1)));
+    }
+
+    #[test]
     fn one_active_node_preferred() {
         let m = model_builder(2)
             .group("nfs", &["vip", "disk", "fs", "nfsd"], Some(1))
