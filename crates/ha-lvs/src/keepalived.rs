@@ -1228,6 +1228,7 @@ impl Builder<'_> {
                     CheckKind::Banner {
                         send: None,
                         expect: "220".into(),
+                        steps: Vec::new(),
                         tls: None,
                     },
                     timeout,
@@ -1605,6 +1606,7 @@ virtual_server 2001:db8::1 443 {
             CheckKind::Banner {
                 send: None,
                 expect: "220".into(),
+                steps: Vec::new(),
                 tls: None
             }
         );

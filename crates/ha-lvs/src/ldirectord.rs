@@ -5,21 +5,33 @@
 //! (indented lines) with `real = ADDR[->ADDR][:PORT] gate|masq|ipip [WEIGHT] ["REQUEST" "RECEIVE"]`,
 //! `fallback`, `scheduler`, `protocol`, `persistent`, `netmask`, `checktype`, `checkcommand`,
 //! `checkport`, `service`, `request`, `receive`, `virtualhost`, `checkinterval`, `checktimeout`,
-//! `negotiatetimeout`, `connecttimeout`, `failurecount`, `quiescent`. Directives only about
-//! logging, mail or process handling are accepted and ignored; anything else is an error with
-//! `file:line`.
+//! `negotiatetimeout`, `connecttimeout`, `failurecount`, `quiescent`, `login`, `passwd`.
+//! Directives only about logging, mail or process handling are accepted and ignored (so are
+//! `database` and `secret`, and `login`/`passwd` outside a virtual block); anything else is an
+//! error with `file:line`.
 //!
 //! Negotiate checks by `service` (given, or guessed from the port like ldirectord does):
 //! - `http`: HTTP GET of `request` (default `/`), Host = `virtualhost`, status 200 and
 //!   `receive` as a substring of the body.
 //! - `https`: the same over TLS, without certificate verification (ldirectord does not verify
 //!   either); SNI = `virtualhost` when it is a DNS name.
-//! - `smtp`, `ftp`, `pop`, `imap`, `nntp`: a banner check expecting the greeting (`220`,
-//!   `220`, `+OK`, `* OK`, `200`) instead of ldirectord's full protocol session (login and
-//!   database directives are ignored); `request` is sent first and `receive` replaces the
-//!   expected text when given.
-//! - `pops`, `imaps`: the same banner check over TLS (`+OK`, `* OK`), without certificate
-//!   verification; SNI = `virtualhost` when it is a DNS name.
+//! - `smtp`, `ftp`, `pop`, `imap`, `nntp` without `login`: a banner check expecting the
+//!   greeting (`220`, `220`, `+OK`, `* OK`, `200`); `request` is sent first and `receive`
+//!   replaces the expected text when given. (ldirectord's ftp check logs in as `anonymous`
+//!   when `login` is absent; here it needs an explicit `login`.)
+//! - `ftp`, `pop`, `imap` with a non-empty `login` (in the virtual block; `passwd` may be
+//!   empty or absent): the greeting, then ldirectord's login dialogue as further banner steps
+//!   ([`BannerStep`]), each reply read after its command, down naming the failed step with
+//!   the password masked. pop: `USER`/`PASS`, each `+OK`, then `QUIT`. imap:
+//!   `a1 LOGIN "login" "passwd"`, tagged `a1 OK`, then `a2 LOGOUT`. ftp: `USER` (331 or
+//!   230), `PASS` (230 or 202), then with a `request` `TYPE I` (200) and `SIZE /request`
+//!   (213: the file exists; ldirectord downloads it and matches `receive` on its content,
+//!   which needs a data connection: `receive` is not matched, with a warning), then `QUIT`.
+//!   The closing command is sent without waiting for its answer. Like ldirectord, `request`
+//!   and `receive` are not used by pop and imap logins. A `login` or `passwd` with a line
+//!   break is an error.
+//! - `pops`, `imaps`: the same banner check or login dialogue over TLS (`+OK`, `* OK`),
+//!   without certificate verification; SNI = `virtualhost` when it is a DNS name.
 //! - `dns`: a DNS query ([`CheckKind::Dns`]) for `request` (a leading `/` dropped, default
 //!   `.`), type A, or PTR of the reverse name when `request` is an IP address (as Net::DNS
 //!   does for ldirectord); `receive` must be contained in an answer (ldirectord wants it
@@ -39,6 +51,7 @@
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::time::Duration;
 
+use crate::checker::banner::BannerStep;
 use crate::checker::{
     CheckKind, CheckSpec, FailureAction, MonitorConfig, MonitoredReal, MonitoredService, TlsCheck,
     banner, dns,
@@ -109,6 +122,18 @@ struct Virtual {
     request: Option<String>,
     receive: Option<String>,
     virtualhost: Option<String>,
+    login: Option<String>,
+    passwd: Option<Secret>,
+}
+
+/// A password: never shown by Debug.
+#[derive(Clone, Default)]
+struct Secret(String);
+
+impl std::fmt::Debug for Secret {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("***")
+    }
 }
 
 /// Split a value into words; double quotes group words and are removed.
@@ -267,6 +292,8 @@ pub fn parse_ldirectord(text: &str, source_name: &str) -> Result<LdirectordConfi
                     "request" => vs.request = Some(one()?),
                     "receive" => vs.receive = Some(one()?),
                     "virtualhost" => vs.virtualhost = Some(one()?),
+                    "login" => vs.login = Some(one()?),
+                    "passwd" => vs.passwd = Some(Secret(one()?)),
                     k if IGNORED.contains(&k) => {}
                     k => return Err(format!("unknown directive {k:?} in a virtual block")),
                 }
@@ -439,29 +466,51 @@ fn build_virtual(
             let kind = CheckKind::Banner {
                 send: request.map(unescape),
                 expect: expect.to_string(),
+                steps: Vec::new(),
                 tls: tls.clone(),
             };
             (kind, negotiate_timeout)
         };
+        // ldirectord logs in only with a non-empty login.
+        let login = vs.login.as_deref().filter(|l| !l.is_empty());
         let greeting = svc_name.as_deref().and_then(banner::default_expect);
-        Ok(match (svc_name.as_deref(), greeting) {
-            (Some("dns"), _) => (
+        Ok(match (svc_name.as_deref(), greeting, login) {
+            (Some("dns"), _, _) => (
                 dns_check(request, receive, proto_name == "tcp")?,
                 negotiate_timeout,
             ),
-            (Some("http"), _) => (http(request, receive, None), negotiate_timeout),
-            (Some("https"), _) => (
+            (Some("http"), _, _) => (http(request, receive, None), negotiate_timeout),
+            (Some("https"), _, _) => (
                 http(request, receive, Some(TlsCheck::insecure())),
                 negotiate_timeout,
             ),
-            (Some("simpletcp"), _) => banner_check(receive.ok_or_else(|| {
+            (Some("simpletcp"), _, _) => banner_check(receive.ok_or_else(|| {
                 format!(
                     "service simpletcp (virtual at line {}) needs receive= (in the virtual block or as the 5th word of real=)",
                     vs.line
                 )
             })?),
-            (_, Some(greeting)) => banner_check(receive.unwrap_or(greeting)),
-            (other, None) => {
+            (Some(svc @ ("ftp" | "pop" | "pops" | "imap" | "imaps")), Some(greeting), Some(user)) => {
+                let pass = vs.passwd.as_ref().map_or("", |p| p.0.as_str());
+                let file = if svc == "ftp" { request } else { None };
+                let steps = login_steps(svc, user, pass, file)
+                    .map_err(|e| format!("virtual at line {}: {e}", vs.line))?;
+                if svc == "ftp" && receive.is_some() {
+                    warnings.push(format!(
+                        "virtual {} (line {}): ftp receive is not matched (the file content needs an FTP data connection); the request file is checked with SIZE",
+                        vs.addr, vs.line
+                    ));
+                }
+                let kind = CheckKind::Banner {
+                    send: None,
+                    expect: greeting.to_string(),
+                    steps,
+                    tls: tls.clone(),
+                };
+                (kind, negotiate_timeout)
+            }
+            (_, Some(greeting), _) => banner_check(receive.unwrap_or(greeting)),
+            (other, None, _) => {
                 warnings.push(format!(
                     "virtual {} (line {}): negotiate check for service {:?} imported as a TCP connect check",
                     vs.addr, vs.line, other.unwrap_or("unknown")
@@ -595,6 +644,60 @@ fn build_virtual(
         reals,
         fallback,
         on_failure,
+    })
+}
+
+/// The dialogue after the greeting of ldirectord's `service` check with `login` (Net::FTP,
+/// Mail::POP3Client, Net::IMAP::Simple), ended politely without waiting for the answer.
+/// FTP: `USER` (331, or 230 when no password is needed), `PASS` (230, or 202 when it was
+/// superfluous), with a `file` (ldirectord's `request`) `TYPE I` and `SIZE /file` (213: the
+/// file exists; ldirectord downloads it, which needs a data connection), `QUIT`. POP3:
+/// `USER`, `PASS`, each `+OK`, `QUIT`. IMAP: `a1 LOGIN "user" "pass"` (quoted strings),
+/// tagged `a1 OK`, `a2 LOGOUT`.
+fn login_steps(
+    service: &str,
+    user: &str,
+    pass: &str,
+    file: Option<&str>,
+) -> std::result::Result<Vec<BannerStep>, String> {
+    for (what, v) in [("login", user), ("passwd", pass)] {
+        if v.contains(['\r', '\n', '\0']) {
+            return Err(format!(
+                "{what} contains a line break or NUL, which a {service} command cannot carry"
+            ));
+        }
+    }
+    Ok(match service {
+        "ftp" => {
+            let mut steps = vec![
+                BannerStep::new(format!("USER {user}\r\n"), &["331", "230"]),
+                BannerStep::new(format!("PASS {pass}\r\n"), &["230", "202"]).with_secret(pass),
+            ];
+            if let Some(f) = file.filter(|f| !f.is_empty()) {
+                let slash = if f.starts_with('/') { "" } else { "/" };
+                steps.push(BannerStep::new("TYPE I\r\n", &["200"]));
+                steps.push(BannerStep::new(format!("SIZE {slash}{f}\r\n"), &["213"]));
+            }
+            steps.push(BannerStep::new("QUIT\r\n", &[]));
+            steps
+        }
+        "imap" | "imaps" => {
+            let quote = |s: &str| s.replace('\\', "\\\\").replace('"', "\\\"");
+            let p = quote(pass);
+            vec![
+                BannerStep::new(
+                    format!("a1 LOGIN \"{}\" \"{p}\"\r\n", quote(user)),
+                    &["a1 OK"],
+                )
+                .with_secret(p),
+                BannerStep::new("a2 LOGOUT\r\n", &[]),
+            ]
+        }
+        _ => vec![
+            BannerStep::new(format!("USER {user}\r\n"), &["+OK"]),
+            BannerStep::new(format!("PASS {pass}\r\n"), &["+OK"]).with_secret(pass),
+            BannerStep::new("QUIT\r\n", &[]),
+        ],
     })
 }
 
@@ -811,6 +914,7 @@ virtual=1
         let banner = |send: Option<&str>, expect: &str| CheckKind::Banner {
             send: send.map(str::to_string),
             expect: expect.into(),
+            steps: Vec::new(),
             tls: None,
         };
         for (svc, expect) in [
@@ -932,6 +1036,7 @@ virtual=1
                 CheckKind::Banner {
                     send: None,
                     expect: expect.into(),
+                    steps: Vec::new(),
                     tls: Some(TlsCheck::insecure()),
                 },
                 "{svc}"
@@ -945,6 +1050,7 @@ virtual=1
                 CheckKind::Banner {
                     send: None,
                     expect: "ready".into(),
+                    steps: Vec::new(),
                     tls: Some(TlsCheck {
                         server_name: Some("mail.example.com".into()),
                         ca_file: None,
@@ -958,6 +1064,116 @@ virtual=1
             kind_of("virtual=10.0.0.1:110\n\treal=10.0.0.2\n"),
             CheckKind::Banner { tls: None, .. }
         ));
+    }
+
+    fn steps_of(cf: &str) -> (CheckKind, Vec<String>) {
+        let c = parse_ldirectord(cf, "l.cf").unwrap();
+        let k = c.monitor.services[0].reals[0].check.clone().unwrap().kind;
+        (k, c.warnings)
+    }
+
+    #[test]
+    fn login_dialogues_per_service() {
+        let step = |send: &str, expect: &[&str]| BannerStep::new(send, expect);
+        // pop: USER / PASS, each +OK, then QUIT without waiting.
+        let (k, w) = steps_of(
+            "virtual=10.0.0.1:110\n\treal=10.0.0.2\n\tlogin=\"alice\"\n\tpasswd=\"s3cret\"\n",
+        );
+        assert!(w.is_empty(), "{w:?}");
+        assert_eq!(
+            k,
+            CheckKind::Banner {
+                send: None,
+                expect: "+OK".into(),
+                steps: vec![
+                    step("USER alice\r\n", &["+OK"]),
+                    step("PASS s3cret\r\n", &["+OK"]).with_secret("s3cret"),
+                    step("QUIT\r\n", &[]),
+                ],
+                tls: None,
+            }
+        );
+        // The password never shows in Debug output.
+        let dbg = format!("{k:?}");
+        assert!(!dbg.contains("s3cret") && dbg.contains("PASS ***"), "{dbg}");
+
+        // pops: the same over TLS; request/receive unused (as in ldirectord).
+        let (k, _) = steps_of(
+            "virtual=10.0.0.1:995\n\treal=10.0.0.2\n\tlogin=\"alice\"\n\tpasswd=\"\"\n\treceive=\"x\"\n",
+        );
+        let CheckKind::Banner {
+            expect, steps, tls, ..
+        } = k
+        else {
+            panic!("{k:?}")
+        };
+        assert_eq!((expect.as_str(), tls), ("+OK", Some(TlsCheck::insecure())));
+        assert_eq!(steps[1], step("PASS \r\n", &["+OK"]), "empty passwd");
+
+        // imap and imaps: quoted LOGIN, tagged OK, LOGOUT; quotes and backslashes escaped.
+        for (port, tls) in [(143, None), (993, Some(TlsCheck::insecure()))] {
+            let (k, _) = steps_of(&format!(
+                "virtual=10.0.0.1:{port}\n\treal=10.0.0.2\n\tlogin=\"bob\"\n\tpasswd=pa\\s'x\n"
+            ));
+            assert_eq!(
+                k,
+                CheckKind::Banner {
+                    send: None,
+                    expect: "* OK".into(),
+                    steps: vec![
+                        step("a1 LOGIN \"bob\" \"pa\\\\s'x\"\r\n", &["a1 OK"])
+                            .with_secret("pa\\\\s'x"),
+                        step("a2 LOGOUT\r\n", &[]),
+                    ],
+                    tls,
+                },
+                "{port}"
+            );
+        }
+
+        // ftp: USER, PASS, the request file by SIZE, QUIT; receive cannot be matched.
+        let (k, w) = steps_of(
+            "virtual=10.0.0.1:21\n\treal=10.0.0.2\n\tlogin=\"anonymous\"\n\tpasswd=\"ld@example\"\n\trequest=\"pub/ok.txt\"\n\treceive=\"OK\"\n",
+        );
+        assert_eq!(
+            k,
+            CheckKind::Banner {
+                send: None,
+                expect: "220".into(),
+                steps: vec![
+                    step("USER anonymous\r\n", &["331", "230"]),
+                    step("PASS ld@example\r\n", &["230", "202"]).with_secret("ld@example"),
+                    step("TYPE I\r\n", &["200"]),
+                    step("SIZE /pub/ok.txt\r\n", &["213"]),
+                    step("QUIT\r\n", &[]),
+                ],
+                tls: None,
+            }
+        );
+        assert!(
+            w.len() == 1 && w[0].contains("ftp receive is not matched"),
+            "{w:?}"
+        );
+        let (k, _) = steps_of("virtual=10.0.0.1:21\n\treal=10.0.0.2\n\tlogin=u\n");
+        assert!(
+            matches!(&k, CheckKind::Banner { steps, .. } if steps.len() == 3),
+            "no request: login and QUIT only: {k:?}"
+        );
+
+        // Empty login: greeting only (ldirectord does not log in either); smtp ignores login.
+        for cf in [
+            "virtual=10.0.0.1:110\n\treal=10.0.0.2\n\tlogin=\"\"\n",
+            "virtual=10.0.0.1:25\n\treal=10.0.0.2\n\tlogin=\"u\"\n",
+        ] {
+            let (k, _) = steps_of(cf);
+            assert!(
+                matches!(&k, CheckKind::Banner { steps, .. } if steps.is_empty()),
+                "{k:?}"
+            );
+        }
+        // Global login lines are ignored as before.
+        let (k, _) = steps_of("login=u\nvirtual=10.0.0.1:110\n\treal=10.0.0.2\n");
+        assert!(matches!(&k, CheckKind::Banner { steps, .. } if steps.is_empty()));
     }
 
     #[test]

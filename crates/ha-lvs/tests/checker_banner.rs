@@ -1,4 +1,5 @@
-//! Banner / line checks against small tokio servers on 127.0.0.1 (no root needed).
+//! Banner / line checks and login dialogues against small tokio servers on 127.0.0.1 (no
+//! root needed).
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use std::net::SocketAddr;
@@ -7,6 +8,7 @@ use std::time::Duration;
 
 use ha_lvs::checker::probe::run_probe;
 use ha_lvs::checker::{CheckKind, CheckSpec, ProbeKey, ProbeOutcome};
+use ha_lvs::ldirectord::parse_ldirectord;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 
@@ -76,6 +78,7 @@ fn key(target: SocketAddr, send: Option<&str>, expect: &str, timeout_ms: u64) ->
     let mut spec = CheckSpec::new(CheckKind::Banner {
         send: send.map(str::to_string),
         expect: expect.into(),
+        steps: Vec::new(),
         tls: None,
     });
     spec.timeout = Duration::from_millis(timeout_ms);
@@ -192,5 +195,197 @@ async fn greeting_split_over_several_writes() {
     assert_eq!(
         run_probe(&key(addr, None, "* OK", 2000)).await,
         ProbeOutcome::Up
+    );
+}
+
+/// A scripted line server (POP3, IMAP or FTP-like): sends `greeting`, then answers each line
+/// with `answer(line)` (`None`: close). Records the lines and whether the client reset.
+async fn line_server(
+    greeting: &'static str,
+    answer: fn(&str) -> Option<String>,
+) -> (SocketAddr, Arc<Mutex<Seen>>) {
+    let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = l.local_addr().unwrap();
+    let seen = Arc::new(Mutex::new(Seen::default()));
+    let seen2 = seen.clone();
+    tokio::spawn(async move {
+        while let Ok((s, _)) = l.accept().await {
+            tokio::spawn(serve_lines(s, greeting, answer, seen2.clone()));
+        }
+    });
+    (addr, seen)
+}
+
+async fn serve_lines(
+    mut s: TcpStream,
+    greeting: &'static str,
+    answer: fn(&str) -> Option<String>,
+    seen: Arc<Mutex<Seen>>,
+) {
+    let mut lines = Vec::new();
+    let mut pending = Vec::new();
+    let mut buf = [0u8; 1024];
+    let _ = s.write_all(greeting.as_bytes()).await;
+    let reset = 'conn: loop {
+        let n = match s.read(&mut buf).await {
+            Ok(0) => break false,
+            Ok(n) => n,
+            Err(e) => break e.kind() == std::io::ErrorKind::ConnectionReset,
+        };
+        pending.extend_from_slice(&buf[..n]);
+        while let Some(end) = pending.iter().position(|&b| b == b'\n') {
+            let line: Vec<u8> = pending.drain(..=end).collect();
+            let line = String::from_utf8_lossy(&line).trim_end().to_string();
+            let reply = answer(&line);
+            lines.push(line);
+            match reply {
+                Some(r) => {
+                    let _ = s.write_all(r.as_bytes()).await;
+                }
+                None => break 'conn false,
+            }
+        }
+    };
+    let mut g = seen.lock().unwrap();
+    g.received.push(lines.join("|"));
+    g.resets += usize::from(reset);
+}
+
+/// POP3: alice / s3cret.
+fn pop3(line: &str) -> Option<String> {
+    Some(match line {
+        "USER alice" => "+OK send PASS\r\n".into(),
+        "PASS s3cret" => "+OK maildrop has 2 messages\r\n".into(),
+        l if l.starts_with("PASS ") => "-ERR [AUTH] invalid password\r\n".into(),
+        "QUIT" => return None,
+        _ => "-ERR what?\r\n".into(),
+    })
+}
+
+/// IMAP: bob / "pa ss".
+fn imap(line: &str) -> Option<String> {
+    let (tag, cmd) = line.split_once(' ')?;
+    Some(match cmd {
+        "LOGIN \"bob\" \"pa ss\"" => format!("{tag} OK LOGIN completed\r\n"),
+        c if c.starts_with("LOGIN ") => format!("{tag} NO [AUTHENTICATIONFAILED] nope\r\n"),
+        "LOGOUT" => format!("* BYE logging out\r\n{tag} OK LOGOUT completed\r\n"),
+        _ => format!("{tag} BAD what?\r\n"),
+    })
+}
+
+/// FTP: anonymous / any password containing '@'; one file, /pub/ok.txt.
+fn ftp(line: &str) -> Option<String> {
+    Some(match line {
+        "USER anonymous" => "331 Please specify the password.\r\n".into(),
+        l if l.starts_with("USER ") => "530 This FTP server is anonymous only.\r\n".into(),
+        l if l.starts_with("PASS ") && l.contains('@') => "230 Login successful.\r\n".into(),
+        l if l.starts_with("PASS ") => "530 Login incorrect.\r\n".into(),
+        "TYPE I" => "200 Switching to Binary mode.\r\n".into(),
+        "SIZE /pub/ok.txt" => "213 42\r\n".into(),
+        l if l.starts_with("SIZE ") => "550 Could not get file size.\r\n".into(),
+        "QUIT" => "221 Goodbye.\r\n".into(),
+        _ => "500 Unknown command.\r\n".into(),
+    })
+}
+
+/// The check ldirectord.cf's `virtual` block `body` gives a real server at `addr`.
+fn imported(addr: SocketAddr, body: &str) -> ProbeKey {
+    let cf = format!(
+        "virtual=10.0.0.1:{}\n\treal={addr} masq\n{body}",
+        addr.port()
+    );
+    let c = parse_ldirectord(&cf, "login.cf").unwrap();
+    let mut spec = c.monitor.services[0].reals[0].check.clone().unwrap();
+    spec.timeout = Duration::from_secs(1);
+    ProbeKey { target: addr, spec }
+}
+
+#[tokio::test]
+async fn pop_login_up_when_accepted_down_naming_the_step_when_refused() {
+    let (addr, seen) = line_server("+OK POP3 ready\r\n", pop3).await;
+    let good = imported(
+        addr,
+        "\tservice=pop\n\tlogin=\"alice\"\n\tpasswd=\"s3cret\"\n",
+    );
+    assert_eq!(run_probe(&good).await, ProbeOutcome::Up);
+    finished(&seen, 1).await;
+    // The QUIT goes out just before the RST and is read first: this server closes on it.
+    assert_eq!(
+        seen.lock().unwrap().received[0],
+        "USER alice|PASS s3cret|QUIT"
+    );
+    let bad = imported(
+        addr,
+        "\tservice=pop\n\tlogin=\"alice\"\n\tpasswd=\"wrong-pw\"\n",
+    );
+    let r = down_reason(run_probe(&bad).await);
+    assert!(r.contains(&addr.to_string()), "{r}");
+    assert!(r.contains("step 2 (PASS ***)"), "{r}");
+    assert!(r.contains("-ERR [AUTH] invalid password"), "{r}");
+    assert!(!r.contains("wrong-pw"), "the password must not show: {r}");
+    // The server keeps the connection open after -ERR: the check waits until its timeout.
+    assert!(r.contains("no answer within 1000 ms"), "{r}");
+    finished(&seen, 2).await;
+    assert_eq!(seen.lock().unwrap().received[1], "USER alice|PASS wrong-pw");
+    assert_eq!(seen.lock().unwrap().resets, 1, "closed with an RST");
+
+    // An unknown user fails at step 1.
+    let who = imported(addr, "\tservice=pop\n\tlogin=\"mallory\"\n");
+    let r = down_reason(run_probe(&who).await);
+    assert!(
+        r.contains("step 1 (USER mallory)") && r.contains("-ERR what?"),
+        "{r}"
+    );
+}
+
+#[tokio::test]
+async fn imap_login_tagged_ok_and_refusal() {
+    let (addr, seen) = line_server("* OK [CAPABILITY IMAP4rev1] ready\r\n", imap).await;
+    let good = imported(addr, "\tservice=imap\n\tlogin=bob\n\tpasswd=\"pa ss\"\n");
+    assert_eq!(run_probe(&good).await, ProbeOutcome::Up);
+    finished(&seen, 1).await;
+    assert!(
+        seen.lock().unwrap().received[0].starts_with("a1 LOGIN \"bob\" \"pa ss\""),
+        "{:?}",
+        seen.lock().unwrap().received
+    );
+    let bad = imported(addr, "\tservice=imap\n\tlogin=bob\n\tpasswd=\"guess\"\n");
+    let r = down_reason(run_probe(&bad).await);
+    assert!(
+        r.contains("step 1 (a1 LOGIN \\\"bob\\\" \\\"***\\\")")
+            && r.contains("a1 NO [AUTHENTICATIONFAILED]")
+            && !r.contains("guess"),
+        "{r}"
+    );
+}
+
+#[tokio::test]
+async fn ftp_login_and_file_check() {
+    let (addr, seen) = line_server("220 (vsFTPd 3.0.3)\r\n", ftp).await;
+    let base = "\tservice=ftp\n\tlogin=anonymous\n";
+    let good = imported(
+        addr,
+        &format!("{base}\tpasswd=\"ld@example\"\n\trequest=\"pub/ok.txt\"\n"),
+    );
+    assert_eq!(run_probe(&good).await, ProbeOutcome::Up);
+    finished(&seen, 1).await;
+    assert!(
+        seen.lock().unwrap().received[0]
+            .starts_with("USER anonymous|PASS ld@example|TYPE I|SIZE /pub/ok.txt"),
+        "{:?}",
+        seen.lock().unwrap().received
+    );
+    // A refused password, and a missing file, each name their step.
+    let r = down_reason(run_probe(&imported(addr, &format!("{base}\tpasswd=nope\n"))).await);
+    assert!(
+        r.contains("step 2 (PASS ***)") && r.contains("530 Login incorrect"),
+        "{r}"
+    );
+    assert!(r.contains("\"230\" or \"202\""), "{r}");
+    let missing = imported(addr, &format!("{base}\tpasswd=a@b\n\trequest=\"/gone\"\n"));
+    let r = down_reason(run_probe(&missing).await);
+    assert!(
+        r.contains("step 4 (SIZE /gone)") && r.contains("550"),
+        "{r}"
     );
 }

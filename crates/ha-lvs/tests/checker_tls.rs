@@ -370,6 +370,8 @@ enum Greeting {
     Answer(&'static str),
     /// Close right after the handshake.
     Close,
+    /// A POP3 server whose only password is this: greets, answers USER / PASS / QUIT.
+    Pop3(&'static str),
 }
 
 /// A POP3S/IMAPS-like server whose behaviour can be switched; records the SNI of each
@@ -421,6 +423,32 @@ async fn tls_line_server(p: &Pki) -> (SocketAddr, Arc<Mutex<Greeting>>, Arc<Mute
                         let _ = s.shutdown().await;
                         return;
                     }
+                    Greeting::Pop3(password) => {
+                        let _ = s.write_all(b"+OK POP3S ready\r\n").await;
+                        let _ = s.flush().await;
+                        let mut pending = Vec::new();
+                        loop {
+                            let Some(end) = pending.iter().position(|&b| b == b'\n') else {
+                                match s.read(&mut buf).await {
+                                    Ok(0) | Err(_) => return,
+                                    Ok(n) => pending.extend_from_slice(&buf[..n]),
+                                }
+                                continue;
+                            };
+                            let line: Vec<u8> = pending.drain(..=end).collect();
+                            let line = String::from_utf8_lossy(&line).trim_end().to_string();
+                            let reply = match line.split_once(' ') {
+                                Some(("USER", _)) => "+OK\r\n",
+                                Some(("PASS", p)) if p == password => "+OK logged in\r\n",
+                                Some(("PASS", _)) => "-ERR authentication failed\r\n",
+                                _ if line == "QUIT" => "+OK bye\r\n",
+                                _ => "-ERR what?\r\n",
+                            };
+                            seen.lock().unwrap().requests.push(line);
+                            let _ = s.write_all(reply.as_bytes()).await;
+                            let _ = s.flush().await;
+                        }
+                    }
                 }
                 while let Ok(n) = s.read(&mut buf).await {
                     if n == 0 {
@@ -437,6 +465,7 @@ fn banner_key(target: SocketAddr, send: Option<&str>, expect: &str, tls: TlsChec
     let mut spec = CheckSpec::new(CheckKind::Banner {
         send: send.map(str::to_string),
         expect: expect.into(),
+        steps: Vec::new(),
         tls: Some(tls),
     });
     spec.timeout = Duration::from_secs(3);
@@ -536,4 +565,51 @@ async fn tls_banner_down_against_plain_text_and_untrusted_ca() {
         .await,
         ProbeOutcome::Up
     );
+}
+
+#[tokio::test]
+async fn pops_login_dialogue_over_tls() {
+    let p = pki("Test CA");
+    let (addr, mode, seen) = tls_line_server(&p).await;
+    *mode.lock().unwrap() = Greeting::Pop3("s3cret");
+    // The check ldirectord.cf's pops service with a login gives.
+    let cf = format!(
+        "virtual=10.0.0.1:995\n\treal={addr} masq\n\tlogin=alice\n\tpasswd=\"s3cret\"\n\tvirtualhost=www.example.test\n"
+    );
+    let c = ha_lvs::ldirectord::parse_ldirectord(&cf, "pops.cf").unwrap();
+    let mut spec = c.monitor.services[0].reals[0].check.clone().unwrap();
+    spec.timeout = Duration::from_secs(1);
+    let mut k = ProbeKey { target: addr, spec };
+    assert_eq!(run_probe(&k).await, ProbeOutcome::Up);
+    assert_eq!(
+        seen.lock().unwrap().requests[..2],
+        ["USER alice", "PASS s3cret"]
+    );
+    assert_eq!(
+        seen.lock().unwrap().sni,
+        vec![Some("www.example.test".to_string())]
+    );
+
+    *mode.lock().unwrap() = Greeting::Pop3("other");
+    let r = down_reason(run_probe(&k).await);
+    assert!(
+        r.contains("step 2 (PASS ***)") && r.contains("-ERR authentication failed"),
+        "{r}"
+    );
+    assert!(!r.contains("s3cret"), "{r}");
+
+    // The same dialogue against a plain-text server fails at the handshake.
+    k.target = {
+        let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let a = l.local_addr().unwrap();
+        tokio::spawn(async move {
+            while let Ok((mut s, _)) = l.accept().await {
+                let _ = s.write_all(b"+OK plain\r\n").await;
+                tokio::time::sleep(Duration::from_millis(200)).await;
+            }
+        });
+        a
+    };
+    let r = down_reason(run_probe(&k).await);
+    assert!(r.contains("TLS handshake with"), "{r}");
 }

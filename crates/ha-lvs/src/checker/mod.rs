@@ -12,8 +12,9 @@
 //!
 //! Check kinds ([`CheckKind`]): TCP connect, half-open SYN, HTTP GET, HTTPS GET (the HTTP
 //! check with `tls: Some(`[`TlsCheck`]`)`; no certificate verification unless a CA file is
-//! given), banner (connect, optionally send a request, expect a substring: ldirectord
-//! `simpletcp` and its smtp/ftp/pop/imap/nntp negotiate checks), TLS banner (the banner check
+//! given), banner (connect, optionally send a request, expect a substring, then optional
+//! further send/expect steps: ldirectord `simpletcp`, its smtp/nntp negotiate checks and
+//! its ftp/pop/imap checks with their login dialogue), TLS banner (the banner check
 //! with `tls: Some(..)`: ldirectord pops/imaps), DNS query (keepalived `DNS_CHECK`, ldirectord
 //! dns), ICMP echo (IPv4 and IPv6), external command, and the static always-up/always-down.
 
@@ -68,16 +69,22 @@ pub enum CheckKind {
         /// ldirectord and keepalived) and sends the Host name as SNI; see [`TlsCheck`].
         tls: Option<TlsCheck>,
     },
-    /// Banner / line check (ldirectord `simpletcp`, and its smtp, ftp, pop, imap, nntp
-    /// negotiate checks reduced to the greeting; pops and imaps with `tls`): connect, do the
-    /// TLS handshake when `tls` is set, send `send` if any, read until `expect` appears (up
-    /// to [`banner::BANNER_READ_LIMIT`] bytes); the peer closing, too much data or the
-    /// timeout without it is down. Closed with an RST like [`CheckKind::Connect`].
+    /// Banner / line check (ldirectord `simpletcp`, its smtp and nntp negotiate checks
+    /// reduced to the greeting, its ftp, pop and imap checks with their login as `steps`;
+    /// pops and imaps with `tls`): connect, do the TLS handshake when `tls` is set, send
+    /// `send` if any, read until `expect` appears (up to [`banner::BANNER_READ_LIMIT`]
+    /// bytes), then each step in turn (send its line, read until its reply). The peer
+    /// closing, too much data or the timeout before any expected text is down, the reason
+    /// naming the step (passwords masked). Closed with an RST like [`CheckKind::Connect`].
     Banner {
         /// Bytes to send after connecting (sent as is: include the line end, e.g. `\r\n`).
         send: Option<String>,
         /// Substring the received data must contain, e.g. `220` for SMTP.
         expect: String,
+        /// Further exchanges after `expect` was seen (a login dialogue); empty for a plain
+        /// banner check. Part of the check (not a new kind) because a dialogue is a banner
+        /// check with more lines: same connection, TLS, limits, timeout and probe sharing.
+        steps: Vec<banner::BannerStep>,
         /// Speak TLS first (POP3S, IMAPS, SMTPS). [`TlsCheck::default()`] does not verify
         /// the certificate and sends no SNI; set [`TlsCheck::server_name`] for SNI (the
         /// ldirectord importer uses `virtualhost`).

@@ -1,5 +1,5 @@
-//! The probes themselves: TCP connect, half-open SYN, HTTP(S) GET, banner (plain or TLS),
-//! DNS query, ICMP echo, external command.
+//! The probes themselves: TCP connect, half-open SYN, HTTP(S) GET, banner and login dialogue
+//! (plain or TLS), DNS query, ICMP echo, external command.
 //! Each is one async call bounded by the check's timeout.
 
 use std::net::SocketAddr;
@@ -130,8 +130,13 @@ pub async fn run_probe_in(key: &ProbeKey, ctx: &ProbeContext) -> ProbeOutcome {
                     }
                 }
             }
-            CheckKind::Banner { send, expect, tls } => {
-                super::banner::banner(target, send.as_deref(), expect, tls.as_ref()).await
+            CheckKind::Banner {
+                send,
+                expect,
+                steps,
+                tls,
+            } => {
+                super::banner::banner(target, send.as_deref(), expect, steps, tls.as_ref(), t).await
             }
             CheckKind::Dns {
                 name,
@@ -157,10 +162,10 @@ pub async fn run_probe_in(key: &ProbeKey, ctx: &ProbeContext) -> ProbeOutcome {
             CheckKind::AlwaysDown => Err("check type off".to_string()),
         }
     };
-    // The DNS check keeps its own deadline (its message says what it ignored); this one
-    // is only a backstop for it.
+    // The DNS and banner checks keep their own deadline (their message says what they
+    // ignored or which step was waiting); this one is only a backstop for them.
     let limit = match key.spec.kind {
-        CheckKind::Dns { .. } => t + Duration::from_millis(100),
+        CheckKind::Dns { .. } | CheckKind::Banner { .. } => t + Duration::from_millis(100),
         _ => t,
     };
     match tokio::time::timeout(limit, fut).await {
