@@ -277,17 +277,22 @@ fn standby_hands_groups_over() {
     assert!(sim.violations().is_empty());
 }
 
+/// The two-node NFS pair with the given auto_failback.
+fn nfs_pair(failback: bool) -> ha_core::model::ClusterModel {
+    model_builder(2)
+        .quorum(QuorumMode::TwoNode)
+        .auto_failback(failback)
+        .group("nfs", &["vip", "disk", "fs", "nfsd"], Some(1))
+        .build()
+}
+
 /// Leaving standby makes the node eligible again: with auto_failback its preferred group comes
 /// home; without it the group stays on the peer until the operator puts the peer in standby
 /// (heartbeat's hb_standby workflow for moving groups by hand).
 #[test]
 fn online_after_standby_follows_auto_failback() {
     for failback in [true, false] {
-        let m = model_builder(2)
-            .quorum(QuorumMode::TwoNode)
-            .auto_failback(failback)
-            .group("nfs", &["vip", "disk", "fs", "nfsd"], Some(1))
-            .build();
+        let m = nfs_pair(failback);
         let mut sim = Sim::new(m, rec(), 5).unwrap();
         sim.run_until(ms(1000));
         assert_eq!(sim.running_on(&g("nfs")), Some(NodeId(1)));
@@ -322,11 +327,7 @@ fn online_after_standby_follows_auto_failback() {
 #[test]
 fn operator_prefer_avoid_and_clear_move_groups() {
     for failback in [true, false] {
-        let m = model_builder(2)
-            .quorum(QuorumMode::TwoNode)
-            .auto_failback(failback)
-            .group("nfs", &["vip", "disk", "fs", "nfsd"], Some(1))
-            .build();
+        let m = nfs_pair(failback);
         let mut sim = Sim::new(m, rec(), 6).unwrap();
         sim.run_until(ms(1000));
         assert_eq!(sim.running_on(&g("nfs")), Some(NodeId(1)));

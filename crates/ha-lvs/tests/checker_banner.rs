@@ -30,17 +30,26 @@ struct Seen {
     resets: usize,
 }
 
-async fn server(b: Behaviour) -> (SocketAddr, Arc<Mutex<Seen>>) {
+/// A listener on 127.0.0.1 handing each connection to `handle` with the shared record.
+async fn listen<F, Fut>(handle: F) -> (SocketAddr, Arc<Mutex<Seen>>)
+where
+    F: Fn(TcpStream, Arc<Mutex<Seen>>) -> Fut + Send + 'static,
+    Fut: std::future::Future<Output = ()> + Send + 'static,
+{
     let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = l.local_addr().unwrap();
     let seen = Arc::new(Mutex::new(Seen::default()));
     let seen2 = seen.clone();
     tokio::spawn(async move {
         while let Ok((s, _)) = l.accept().await {
-            tokio::spawn(serve(s, b, seen2.clone()));
+            tokio::spawn(handle(s, seen2.clone()));
         }
     });
     (addr, seen)
+}
+
+async fn server(b: Behaviour) -> (SocketAddr, Arc<Mutex<Seen>>) {
+    listen(move |s, seen| serve(s, b, seen)).await
 }
 
 async fn serve(mut s: TcpStream, b: Behaviour, seen: Arc<Mutex<Seen>>) {
@@ -204,16 +213,7 @@ async fn line_server(
     greeting: &'static str,
     answer: fn(&str) -> Option<String>,
 ) -> (SocketAddr, Arc<Mutex<Seen>>) {
-    let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = l.local_addr().unwrap();
-    let seen = Arc::new(Mutex::new(Seen::default()));
-    let seen2 = seen.clone();
-    tokio::spawn(async move {
-        while let Ok((s, _)) = l.accept().await {
-            tokio::spawn(serve_lines(s, greeting, answer, seen2.clone()));
-        }
-    });
-    (addr, seen)
+    listen(move |s, seen| serve_lines(s, greeting, answer, seen)).await
 }
 
 async fn serve_lines(

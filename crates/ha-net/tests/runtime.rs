@@ -146,6 +146,38 @@ async fn crash_moves_the_group_and_graceful_stop_hands_it_back() {
     .await;
 }
 
+/// Two nodes on loopback, each with a control socket.
+struct Pair {
+    a: TestNode,
+    b: TestNode,
+    dir: tempfile::TempDir,
+    pa: std::path::PathBuf,
+    pb: std::path::PathBuf,
+    _servers: [ha_net::control::ControlServer; 2],
+}
+
+impl Pair {
+    async fn start(auto_failback: bool) -> Pair {
+        use ha_net::control;
+        let model = Arc::new(model(auto_failback));
+        let port = free_port();
+        let a = start(&model, 1, port);
+        let b = start(&model, 2, port);
+        let dir = tempfile::tempdir().unwrap();
+        let (pa, pb) = (dir.path().join("a.sock"), dir.path().join("b.sock"));
+        let sa = control::serve(&pa, a.rt.control()).await.unwrap();
+        let sb = control::serve(&pb, b.rt.control()).await.unwrap();
+        Pair {
+            a,
+            b,
+            dir,
+            pa,
+            pb,
+            _servers: [sa, sb],
+        }
+    }
+}
+
 /// The operator's control socket (heartbeat's hb_standby and its return): without
 /// auto_failback, `standby` on the holder moves the group, `online` makes the node eligible
 /// again without moving anything back; `status` reports the standby flag; bad commands and a
@@ -155,14 +187,9 @@ async fn control_socket_standby_and_online_move_groups_by_hand() {
     use ha_net::control::{self, ControlCommand};
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
-    let model = Arc::new(model(false));
-    let port = free_port();
-    let a = start(&model, 1, port);
-    let b = start(&model, 2, port);
-    let dir = tempfile::tempdir().unwrap();
-    let (pa, pb) = (dir.path().join("a.sock"), dir.path().join("b.sock"));
-    let _sa = control::serve(&pa, a.rt.control()).await.unwrap();
-    let _sb = control::serve(&pb, b.rt.control()).await.unwrap();
+    let p = Pair::start(false).await;
+    let (a, b, dir) = (&p.a, &p.b, &p.dir);
+    let (pa, pb) = (p.pa.clone(), p.pb.clone());
     let standby_of = |p: &std::path::Path| {
         let p = p.to_path_buf();
         async move {
@@ -244,14 +271,9 @@ async fn control_socket_move_ban_and_clear() {
     use ha_core::GroupId;
     use ha_net::control::{self, ControlCommand};
 
-    let model = Arc::new(model(true));
-    let port = free_port();
-    let a = start(&model, 1, port);
-    let b = start(&model, 2, port);
-    let dir = tempfile::tempdir().unwrap();
-    let (pa, pb) = (dir.path().join("a.sock"), dir.path().join("b.sock"));
-    let _sa = control::serve(&pa, a.rt.control()).await.unwrap();
-    let _sb = control::serve(&pb, b.rt.control()).await.unwrap();
+    let p = Pair::start(true).await;
+    let (a, b) = (&p.a, &p.b);
+    let (pa, pb) = (p.pa.clone(), p.pb.clone());
     let web = || GroupId::from("web");
     let on_a = || a.vip.is_running() && !b.vip.is_running();
     let on_b = || b.vip.is_running() && !a.vip.is_running();
