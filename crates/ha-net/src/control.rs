@@ -37,6 +37,9 @@ pub const MAX_LINE: usize = 256;
 /// How long a client may take to send its line before the server hangs up.
 const READ_TIMEOUT: Duration = Duration::from_secs(5);
 
+/// How long [`request`] waits for the node's answer.
+pub const ANSWER_TIMEOUT: Duration = Duration::from_secs(10);
+
 /// A parsed control command.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum ControlCommand {
@@ -226,8 +229,13 @@ async fn run(cmd: ControlCommand, node: &NodeControl) -> String {
 }
 
 /// Send `cmd` to the node serving `path` and return its answer (without the final line end);
-/// an `error: ...` answer becomes [`Error::Control`].
+/// an `error: ...` answer, or none within [`ANSWER_TIMEOUT`], becomes [`Error::Control`].
 pub async fn request(path: &Path, cmd: &ControlCommand) -> Result<String> {
+    request_within(path, cmd, ANSWER_TIMEOUT).await
+}
+
+/// [`request`] waiting at most `limit` for the answer.
+pub async fn request_within(path: &Path, cmd: &ControlCommand, limit: Duration) -> Result<String> {
     let ctx = |what: &str| format!("control socket {}: {what}", path.display());
     let mut s = UnixStream::connect(path)
         .await
@@ -236,9 +244,16 @@ pub async fn request(path: &Path, cmd: &ControlCommand) -> Result<String> {
         .await
         .map_err(|e| Error::io(ctx("send"), e))?;
     let mut answer = String::new();
-    BufReader::new(s)
-        .read_to_string(&mut answer)
+    // A node whose loop is stuck must not hang its operator's shell.
+    tokio::time::timeout(limit, BufReader::new(s).read_to_string(&mut answer))
         .await
+        .map_err(|_| {
+            Error::Control(format!(
+                "{}: no answer within {} ms (is the node stuck?)",
+                path.display(),
+                limit.as_millis()
+            ))
+        })?
         .map_err(|e| Error::io(ctx("read the answer"), e))?;
     let answer = answer.trim_end().to_string();
     match answer.strip_prefix("error: ") {
@@ -285,6 +300,27 @@ mod tests {
         for bad in ["", "standby now", "move a b", "status x"] {
             assert!(ControlCommand::parse(bad).is_err(), "{bad}");
         }
+    }
+
+    #[tokio::test]
+    async fn a_silent_node_is_an_error_not_a_hang() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("silent.sock");
+        let l = UnixListener::bind(&path).unwrap();
+        // Accepts and keeps the connection open without answering.
+        let server = tokio::spawn(async move {
+            let (s, _) = l.accept().await.unwrap();
+            tokio::time::sleep(Duration::from_secs(30)).await;
+            drop(s);
+        });
+        let limit = Duration::from_millis(200);
+        let t0 = std::time::Instant::now();
+        let e = request_within(&path, &ControlCommand::Status, limit)
+            .await
+            .unwrap_err();
+        assert!(e.to_string().contains("no answer within 200 ms"), "{e}");
+        assert!(t0.elapsed() < Duration::from_secs(5));
+        server.abort();
     }
 
     proptest! {
