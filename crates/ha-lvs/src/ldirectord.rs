@@ -15,21 +15,24 @@
 //!   `receive` as a substring of the body.
 //! - `https`: the same over TLS, without certificate verification (ldirectord does not verify
 //!   either); SNI = `virtualhost` when it is a DNS name.
-//! - `smtp`, `ftp`, `pop`, `imap`, `nntp` without `login`: a banner check expecting the
-//!   greeting (`220`, `220`, `+OK`, `* OK`, `200`); `request` is sent first and `receive`
-//!   replaces the expected text when given. (ldirectord's ftp check logs in as `anonymous`
-//!   when `login` is absent; here it needs an explicit `login`.)
+//! - `ftp` with a `request` (ldirectord's real ftp check): a [`CheckKind::Ftp`] download:
+//!   log in (`login`, default `anonymous`; `passwd`, default `ldirectord@HOSTNAME` as
+//!   ldirectord sets it), `TYPE I`, `PASV` (`EPSV` for IPv6), `RETR /request` over the
+//!   passive data connection, and `receive` must be in the file (an empty or absent
+//!   `receive`: the download must complete). ldirectord also sends `CWD /` and ignores every
+//!   error, judging only the content; here each step must succeed.
+//! - `smtp`, `ftp`, `pop`, `imap`, `nntp` without `login` (ftp: and without `request`): a
+//!   banner check expecting the greeting (`220`, `220`, `+OK`, `* OK`, `200`); `request` is
+//!   sent first and `receive` replaces the expected text when given.
 //! - `ftp`, `pop`, `imap` with a non-empty `login` (in the virtual block; `passwd` may be
-//!   empty or absent): the greeting, then ldirectord's login dialogue as further banner steps
-//!   ([`BannerStep`]), each reply read after its command, down naming the failed step with
-//!   the password masked. pop: `USER`/`PASS`, each `+OK`, then `QUIT`. imap:
-//!   `a1 LOGIN "login" "passwd"`, tagged `a1 OK`, then `a2 LOGOUT`. ftp: `USER` (331 or
-//!   230), `PASS` (230 or 202), then with a `request` `TYPE I` (200) and `SIZE /request`
-//!   (213: the file exists; ldirectord downloads it and matches `receive` on its content,
-//!   which needs a data connection: `receive` is not matched, with a warning), then `QUIT`.
+//!   empty or absent) and, for ftp, no `request`: the greeting, then ldirectord's login
+//!   dialogue as further banner steps ([`BannerStep`]), each reply read after its command,
+//!   down naming the failed step with the password masked. pop: `USER`/`PASS`, each `+OK`,
+//!   then `QUIT`. imap: `a1 LOGIN "login" "passwd"`, tagged `a1 OK`, then `a2 LOGOUT`. ftp:
+//!   `USER` (331 or 230), `PASS` (230 or 202), then `QUIT`.
 //!   The closing command is sent without waiting for its answer. Like ldirectord, `request`
-//!   and `receive` are not used by pop and imap logins. A `login` or `passwd` with a line
-//!   break is an error.
+//!   and `receive` are not used by pop and imap logins. A `login`, `passwd` or ftp
+//!   `request` with a line break is an error.
 //! - `pops`, `imaps`: the same banner check or login dialogue over TLS (`+OK`, `* OK`),
 //!   without certificate verification; SNI = `virtualhost` when it is a DNS name.
 //! - `dns`: a DNS query ([`CheckKind::Dns`]) for `request` (a leading `/` dropped, default
@@ -52,6 +55,7 @@ use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::time::Duration;
 
 use crate::checker::banner::BannerStep;
+use crate::checker::ftp::FtpCheck;
 use crate::checker::{
     CheckKind, CheckSpec, FailureAction, MonitorConfig, MonitoredReal, MonitoredService, TlsCheck,
     banner, dns,
@@ -490,17 +494,32 @@ fn build_virtual(
                     vs.line
                 )
             })?),
-            (Some(svc @ ("ftp" | "pop" | "pops" | "imap" | "imaps")), Some(greeting), Some(user)) => {
-                let pass = vs.passwd.as_ref().map_or("", |p| p.0.as_str());
-                let file = if svc == "ftp" { request } else { None };
-                let steps = login_steps(svc, user, pass, file)
-                    .map_err(|e| format!("virtual at line {}: {e}", vs.line))?;
-                if svc == "ftp" && receive.is_some() {
-                    warnings.push(format!(
-                        "virtual {} (line {}): ftp receive is not matched (the file content needs an FTP data connection); the request file is checked with SIZE",
-                        vs.addr, vs.line
-                    ));
+            (Some("ftp"), _, _) if request.is_some_and(|r| !r.is_empty()) => {
+                let file = request.unwrap_or_default();
+                let slash = if file.starts_with('/') { "" } else { "/" };
+                let check = FtpCheck {
+                    login: login.unwrap_or("anonymous").to_string(),
+                    passwd: ftp_passwd(vs.passwd.as_ref()),
+                    request: format!("{slash}{file}"),
+                    receive: receive.filter(|r| !r.is_empty()).map(str::to_string),
+                };
+                for (what, v) in [("login", &check.login), ("passwd", &check.passwd), ("request", &check.request)] {
+                    if v.contains(['\r', '\n', '\0']) {
+                        return Err(format!(
+                            "virtual at line {}: {what} contains a line break or NUL, which an ftp command cannot carry",
+                            vs.line
+                        ));
+                    }
                 }
+                (CheckKind::Ftp(check), negotiate_timeout)
+            }
+            (Some(svc @ ("ftp" | "pop" | "pops" | "imap" | "imaps")), Some(greeting), Some(user)) => {
+                let pass = match svc {
+                    "ftp" => ftp_passwd(vs.passwd.as_ref()),
+                    _ => vs.passwd.as_ref().map_or("", |p| p.0.as_str()).to_string(),
+                };
+                let steps = login_steps(svc, user, &pass)
+                    .map_err(|e| format!("virtual at line {}: {e}", vs.line))?;
                 let kind = CheckKind::Banner {
                     send: None,
                     expect: greeting.to_string(),
@@ -647,18 +666,32 @@ fn build_virtual(
     })
 }
 
-/// The dialogue after the greeting of ldirectord's `service` check with `login` (Net::FTP,
-/// Mail::POP3Client, Net::IMAP::Simple), ended politely without waiting for the answer.
-/// FTP: `USER` (331, or 230 when no password is needed), `PASS` (230, or 202 when it was
-/// superfluous), with a `file` (ldirectord's `request`) `TYPE I` and `SIZE /file` (213: the
-/// file exists; ldirectord downloads it, which needs a data connection), `QUIT`. POP3:
-/// `USER`, `PASS`, each `+OK`, `QUIT`. IMAP: `a1 LOGIN "user" "pass"` (quoted strings),
-/// tagged `a1 OK`, `a2 LOGOUT`.
+/// ldirectord's ftp password: the configured one, or `ldirectord@HOSTNAME` when empty or
+/// absent (what ldirectord sets for `service = ftp`).
+fn ftp_passwd(passwd: Option<&Secret>) -> String {
+    match passwd.map(|p| p.0.as_str()).filter(|p| !p.is_empty()) {
+        Some(p) => p.to_string(),
+        None => {
+            let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
+                .ok()
+                .map(|h| h.trim().to_string())
+                .filter(|h| !h.is_empty())
+                .unwrap_or_else(|| "localhost".into());
+            format!("ldirectord@{host}")
+        }
+    }
+}
+
+/// The dialogue after the greeting of ldirectord's `service` check with `login` and no
+/// file to fetch (Net::FTP, Mail::POP3Client, Net::IMAP::Simple), ended politely without
+/// waiting for the answer. FTP: `USER` (331, or 230 when no password is needed), `PASS`
+/// (230, or 202 when it was superfluous), `QUIT` (with a `request` the check is a
+/// [`CheckKind::Ftp`] download instead). POP3: `USER`, `PASS`, each `+OK`, `QUIT`. IMAP:
+/// `a1 LOGIN "user" "pass"` (quoted strings), tagged `a1 OK`, `a2 LOGOUT`.
 fn login_steps(
     service: &str,
     user: &str,
     pass: &str,
-    file: Option<&str>,
 ) -> std::result::Result<Vec<BannerStep>, String> {
     for (what, v) in [("login", user), ("passwd", pass)] {
         if v.contains(['\r', '\n', '\0']) {
@@ -668,19 +701,11 @@ fn login_steps(
         }
     }
     Ok(match service {
-        "ftp" => {
-            let mut steps = vec![
-                BannerStep::new(format!("USER {user}\r\n"), &["331", "230"]),
-                BannerStep::new(format!("PASS {pass}\r\n"), &["230", "202"]).with_secret(pass),
-            ];
-            if let Some(f) = file.filter(|f| !f.is_empty()) {
-                let slash = if f.starts_with('/') { "" } else { "/" };
-                steps.push(BannerStep::new("TYPE I\r\n", &["200"]));
-                steps.push(BannerStep::new(format!("SIZE {slash}{f}\r\n"), &["213"]));
-            }
-            steps.push(BannerStep::new("QUIT\r\n", &[]));
-            steps
-        }
+        "ftp" => vec![
+            BannerStep::new(format!("USER {user}\r\n"), &["331", "230"]),
+            BannerStep::new(format!("PASS {pass}\r\n"), &["230", "202"]).with_secret(pass),
+            BannerStep::new("QUIT\r\n", &[]),
+        ],
         "imap" | "imaps" => {
             let quote = |s: &str| s.replace('\\', "\\\\").replace('"', "\\\"");
             let p = quote(pass);
@@ -1131,29 +1156,32 @@ virtual=1
             );
         }
 
-        // ftp: USER, PASS, the request file by SIZE, QUIT; receive cannot be matched.
+        // ftp with a request: the download check, receive matched on the file.
         let (k, w) = steps_of(
             "virtual=10.0.0.1:21\n\treal=10.0.0.2\n\tlogin=\"anonymous\"\n\tpasswd=\"ld@example\"\n\trequest=\"pub/ok.txt\"\n\treceive=\"OK\"\n",
         );
         assert_eq!(
             k,
-            CheckKind::Banner {
-                send: None,
-                expect: "220".into(),
-                steps: vec![
-                    step("USER anonymous\r\n", &["331", "230"]),
-                    step("PASS ld@example\r\n", &["230", "202"]).with_secret("ld@example"),
-                    step("TYPE I\r\n", &["200"]),
-                    step("SIZE /pub/ok.txt\r\n", &["213"]),
-                    step("QUIT\r\n", &[]),
-                ],
-                tls: None,
-            }
+            CheckKind::Ftp(FtpCheck {
+                login: "anonymous".into(),
+                passwd: "ld@example".into(),
+                request: "/pub/ok.txt".into(),
+                receive: Some("OK".into()),
+            })
         );
-        assert!(
-            w.len() == 1 && w[0].contains("ftp receive is not matched"),
-            "{w:?}"
+        assert!(w.is_empty(), "{w:?}");
+        // Without login and passwd: ldirectord's defaults; the real's request wins.
+        let (k, _) = steps_of(
+            "virtual=10.0.0.1:21\n\treal=10.0.0.2:21 gate 1 \"/r.txt\" \"\"\n\trequest=\"v.txt\"\n",
         );
+        let CheckKind::Ftp(f) = k else {
+            panic!("{k:?}")
+        };
+        assert_eq!(
+            (f.login.as_str(), f.request.as_str(), f.receive),
+            ("anonymous", "/r.txt", None)
+        );
+        assert!(f.passwd.starts_with("ldirectord@"), "{}", f.passwd);
         let (k, _) = steps_of("virtual=10.0.0.1:21\n\treal=10.0.0.2\n\tlogin=u\n");
         assert!(
             matches!(&k, CheckKind::Banner { steps, .. } if steps.len() == 3),

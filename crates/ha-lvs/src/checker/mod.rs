@@ -8,19 +8,22 @@
 //! [`driver`] runs the probes on tokio from one task with a deadline heap ([`Schedule`]);
 //! [`probe`] holds the probes, [`syn`] and [`synprobe`] the half-open `tcp_syn` check,
 //! [`tls`] the TLS side of HTTPS and TLS banner checks, [`banner`] the banner / line-protocol
-//! check, [`dns`] the DNS check and [`icmp`] and [`ping`] the ICMP echo check.
+//! check, [`ftp`] the FTP download check, [`dns`] the DNS check and [`icmp`] and [`ping`]
+//! the ICMP echo check.
 //!
 //! Check kinds ([`CheckKind`]): TCP connect, half-open SYN, HTTP GET, HTTPS GET (the HTTP
 //! check with `tls: Some(`[`TlsCheck`]`)`; no certificate verification unless a CA file is
 //! given), banner (connect, optionally send a request, expect a substring, then optional
 //! further send/expect steps: ldirectord `simpletcp`, its smtp/nntp negotiate checks and
 //! its ftp/pop/imap checks with their login dialogue), TLS banner (the banner check
-//! with `tls: Some(..)`: ldirectord pops/imaps), DNS query (keepalived `DNS_CHECK`, ldirectord
+//! with `tls: Some(..)`: ldirectord pops/imaps), FTP download (ldirectord ftp with a
+//! `request`), DNS query (keepalived `DNS_CHECK`, ldirectord
 //! dns), ICMP echo (IPv4 and IPv6), external command, and the static always-up/always-down.
 
 pub mod banner;
 pub mod dns;
 pub mod driver;
+pub mod ftp;
 pub mod icmp;
 mod idhash;
 mod monitor;
@@ -90,6 +93,15 @@ pub enum CheckKind {
         /// ldirectord importer uses `virtualhost`).
         tls: Option<TlsCheck>,
     },
+    /// FTP download (ldirectord's ftp check with a `request`): log in, `TYPE I`, `PASV`
+    /// (IPv4) or `EPSV` (IPv6, or when PASV is refused), `RETR` the file over the passive
+    /// data connection (opened to the control connection's peer address), read it to EOF
+    /// (at most [`ftp::FTP_READ_LIMIT`] bytes), `226`, `QUIT`. Up when the content contains
+    /// `receive` (any completed download when it is empty or absent); a failed step is down
+    /// naming the command and the reply, the password masked. A kind of its own, not
+    /// banner steps: coded multi-line replies, a parsed passive reply and a second
+    /// connection. Closed with RSTs like [`CheckKind::Connect`]. See [`ftp`].
+    Ftp(ftp::FtpCheck),
     /// DNS query (keepalived `DNS_CHECK`, ldirectord `service = dns`) to the endpoint (port
     /// 53 in the usual configurations): one query with a random id and RD set, over UDP
     /// unless `tcp`; a truncated UDP answer is asked again once over TCP. Up = the answer to

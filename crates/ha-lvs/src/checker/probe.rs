@@ -1,5 +1,5 @@
 //! The probes themselves: TCP connect, half-open SYN, HTTP(S) GET, banner and login dialogue
-//! (plain or TLS), DNS query, ICMP echo, external command.
+//! (plain or TLS), FTP download, DNS query, ICMP echo, external command.
 //! Each is one async call bounded by the check's timeout.
 
 use std::net::SocketAddr;
@@ -138,6 +138,7 @@ pub async fn run_probe_in(key: &ProbeKey, ctx: &ProbeContext) -> ProbeOutcome {
             } => {
                 super::banner::banner(target, send.as_deref(), expect, steps, tls.as_ref(), t).await
             }
+            CheckKind::Ftp(check) => super::ftp::ftp(target, check, t).await,
             CheckKind::Dns {
                 name,
                 qtype,
@@ -162,10 +163,12 @@ pub async fn run_probe_in(key: &ProbeKey, ctx: &ProbeContext) -> ProbeOutcome {
             CheckKind::AlwaysDown => Err("check type off".to_string()),
         }
     };
-    // The DNS and banner checks keep their own deadline (their message says what they
+    // The DNS, banner and FTP checks keep their own deadline (their message says what they
     // ignored or which step was waiting); this one is only a backstop for them.
     let limit = match key.spec.kind {
-        CheckKind::Dns { .. } | CheckKind::Banner { .. } => t + Duration::from_millis(100),
+        CheckKind::Dns { .. } | CheckKind::Banner { .. } | CheckKind::Ftp(_) => {
+            t + Duration::from_millis(100)
+        }
         _ => t,
     };
     match tokio::time::timeout(limit, fut).await {
