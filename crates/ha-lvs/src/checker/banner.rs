@@ -340,7 +340,7 @@ impl<'a> Dialogue<'a> {
 }
 
 /// The start of `text` as printable text for an error message.
-fn excerpt(text: &str) -> String {
+pub(crate) fn excerpt(text: &str) -> String {
     const MAX: usize = 80;
     let mut s: String = text
         .chars()

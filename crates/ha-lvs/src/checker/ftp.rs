@@ -38,7 +38,7 @@ use tokio::net::TcpStream;
 use tokio::time::Instant;
 
 use super::ProbeOutcome;
-use super::banner::BANNER_READ_LIMIT;
+use super::banner::{BANNER_READ_LIMIT, excerpt};
 
 /// Most bytes of the downloaded file kept for matching `receive`.
 pub const FTP_READ_LIMIT: usize = 64 * 1024;
@@ -530,21 +530,6 @@ impl<'a> FtpSession<'a> {
     }
 }
 
-/// The start of `text` as printable text for an error message.
-fn excerpt(text: &str) -> String {
-    const MAX: usize = 80;
-    let mut s: String = text
-        .chars()
-        .take(MAX)
-        .collect::<String>()
-        .escape_debug()
-        .collect();
-    if text.chars().count() > MAX {
-        s.push_str("...");
-    }
-    s
-}
-
 /// A TCP connection closed with an RST (SO_LINGER 0), like the connect check.
 async fn connect_rst(target: SocketAddr) -> Result<TcpStream, String> {
     let s = super::probe::connect(target).await?;
@@ -793,10 +778,8 @@ mod tests {
         assert_eq!(&sent[3..5], ["PASV", "EPSV"]);
     }
 
-    #[test]
-    fn a_large_file_is_judged_on_its_start_and_debug_masks() {
-        let c = check(Some("needle"));
-        let mut s = FtpSession::new(&c, false);
+    /// Drive `s` through the successful replies up to the download.
+    fn to_data(s: &mut FtpSession<'_>) {
         let mut replies = OK[..6].iter();
         loop {
             match s.next_action() {
@@ -807,6 +790,13 @@ mod tests {
                 o => panic!("{o:?}"),
             }
         }
+    }
+
+    #[test]
+    fn a_large_file_is_judged_on_its_start_and_debug_masks() {
+        let c = check(Some("needle"));
+        let mut s = FtpSession::new(&c, false);
+        to_data(&mut s);
         s.feed_data(&vec![b'a'; FTP_READ_LIMIT + 10]);
         assert_eq!(s.next_action(), Action::Quit);
         match s.next_action() {
@@ -829,16 +819,7 @@ mod tests {
             Action::Down("greeting: no answer within 300 ms".into())
         );
         let mut s = FtpSession::new(&c, false);
-        let mut replies = OK[..6].iter();
-        loop {
-            match s.next_action() {
-                Action::ReadControl => s.feed_control(replies.next().unwrap().as_bytes()),
-                Action::OpenData(_) => s.data_opened(),
-                Action::Send(_) => {}
-                Action::ReadData => break,
-                o => panic!("{o:?}"),
-            }
-        }
+        to_data(&mut s);
         s.feed_data(b"abc");
         s.timed_out(Duration::from_secs(1));
         assert_eq!(
