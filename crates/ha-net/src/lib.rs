@@ -16,7 +16,8 @@
 //! - [`alarm`]: exact (timerfd) wake-ups for the node loop's timers;
 //! - [`floating_ip`]: the `IPaddr` resource (rtnetlink + gratuitous ARP / unsolicited NA);
 //! - [`ping`]: ICMP reachability of ping nodes;
-//! - [`control`]: the operator's Unix socket (`standby`, `online`, `status`).
+//! - [`control`]: the operator's Unix socket (`standby`, `online`, `move`, `ban`, `clear`,
+//!   `status`); [`operator_state`] keeps those requests across restarts.
 //!
 //! The `ha-net-node` binary runs one node as a process (used by the namespace tests).
 
@@ -26,6 +27,7 @@ pub mod control;
 pub mod error;
 pub mod floating_ip;
 pub mod media;
+pub mod operator_state;
 pub mod ping;
 pub mod reannounce;
 pub mod runtime;

@@ -3,6 +3,7 @@
 //! only moves bytes, time and action outcomes in and outputs out.
 
 use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
@@ -18,6 +19,7 @@ use tokio::task::JoinHandle;
 use crate::alarm::Alarm;
 use crate::auth::{Counters, Keyring};
 use crate::media::{Inbound, Media, RecvBatch};
+use crate::operator_state::OperatorState;
 use crate::ping::{PingConfig, spawn_pinger};
 use crate::reannounce::Reannounce;
 use crate::session::{Session, SessionConfig};
@@ -59,6 +61,9 @@ pub struct RuntimeConfig {
     /// of up to one keepalive of extra latency for received messages. `None`: on when the
     /// model's keepalive is at most [`POLL_MEDIA_MAX_KEEPALIVE`].
     pub poll_media: Option<bool>,
+    /// Keep the operator's standby and move/ban requests in this file across restarts
+    /// ([`crate::operator_state`]); `None`: they last as long as the process.
+    pub state_file: Option<PathBuf>,
 }
 
 impl std::fmt::Debug for RuntimeConfig {
@@ -82,6 +87,7 @@ impl RuntimeConfig {
             fence: None,
             session: None,
             poll_media: None,
+            state_file: None,
         }
     }
 }
@@ -267,7 +273,15 @@ impl NodeRuntime {
             keyring,
         );
         let start = Instant::now();
-        let node = Node::new(model.clone(), me, incarnation, Timestamp::ZERO)?;
+        let mut node = Node::new(model.clone(), me, incarnation, Timestamp::ZERO)?;
+        let operator = match &cfg.state_file {
+            Some(path) => {
+                let mut st = OperatorState::load(path)?;
+                apply_operator_state(&mut node, &mut st, path);
+                Some((path.clone(), st))
+            }
+            None => None,
+        };
         let (cmd_tx, cmd_rx) = mpsc::channel(8);
         let (ev_tx, _) = broadcast::channel(1024);
         let (st_tx, st_rx) = watch::channel(RuntimeStatus {
@@ -302,6 +316,7 @@ impl NodeRuntime {
             rx_batch: media_polled.then(|| Box::new(RecvBatch::default())),
             poll_every: model.timing.keepalive.max(Duration::from_millis(1)),
             reannounce: Reannounce::new(),
+            operator,
             group_members: model
                 .groups
                 .iter()
@@ -421,6 +436,8 @@ struct Driver {
     reannounce: Reannounce,
     /// Resources of each group, for [`crate::floating_ip::reannounce`].
     group_members: BTreeMap<GroupId, Vec<ResourceId>>,
+    /// The operator's requests and the file they are kept in, if any.
+    operator: Option<(PathBuf, OperatorState)>,
     _keep: mpsc::Sender<Inbound>,
     _pinger: Option<crate::ping::Pinger>,
 }
@@ -430,7 +447,36 @@ enum Done {
     Fence(NodeId, bool),
 }
 
+/// Apply the operator's saved requests to a fresh node, dropping groups the model no longer
+/// has (the file is rewritten at the next command).
+fn apply_operator_state(node: &mut Node, st: &mut OperatorState, path: &Path) {
+    if st.standby {
+        tracing::info!(path = %path.display(), "starting in standby (operator state)");
+        node.request_standby(Timestamp::ZERO);
+    }
+    st.groups.retain(|g, pref| {
+        let known = node.request_placement(Timestamp::ZERO, g, *pref);
+        if known {
+            tracing::info!(group = %g, ?pref, "operator request restored");
+        } else {
+            tracing::warn!(group = %g, path = %path.display(), "operator state names a group the cluster no longer has; dropped");
+        }
+        known
+    });
+}
+
 impl Driver {
+    /// Update the operator state and rewrite its file (when one is configured).
+    fn keep_operator_state(&mut self, change: impl FnOnce(&mut OperatorState)) {
+        if let Some((path, st)) = &mut self.operator {
+            change(st);
+            if let Err(e) = st.save(path) {
+                // The request applies anyway; only its survival across a restart is lost.
+                tracing::error!(error = %e, "cannot keep the operator's request across restarts");
+            }
+        }
+    }
+
     fn now(&self) -> Timestamp {
         let t = Timestamp::from_duration(self.start.elapsed());
         self.fed.set(t);
@@ -495,11 +541,15 @@ impl Driver {
                         } else {
                             self.node.request_online(self.now());
                         }
+                        self.keep_operator_state(|st| st.standby = on);
                         self.status_dirty = true;
                         acks.push(ack);
                     }
                     Some(Command::Place(group, pref, ack)) => {
                         let known = self.node.request_placement(self.now(), &group, pref);
+                        if known {
+                            self.keep_operator_state(|st| st.set(&group, pref));
+                        }
                         self.status_dirty = true;
                         place_acks.push((ack, known));
                     }

@@ -54,9 +54,19 @@ fn free_port() -> u16 {
 }
 
 fn start(model: &Arc<ClusterModel>, id: u16, port: u16) -> TestNode {
+    start_with_state(model, id, port, None)
+}
+
+fn start_with_state(
+    model: &Arc<ClusterModel>,
+    id: u16,
+    port: u16,
+    state_file: Option<std::path::PathBuf>,
+) -> TestNode {
     let vip = MemoryResource::new(ResourceId::from("vip"));
     let handle = vip.clone();
     let mut cfg = RuntimeConfig::new(model.clone(), NodeId(id));
+    cfg.state_file = state_file;
     cfg.agents = AgentOptions {
         registry: ResourceRegistry::new().with("sim", move |_| Ok(Box::new(handle.clone()))),
         ..AgentOptions::default()
@@ -307,4 +317,55 @@ async fn control_socket_move_ban_and_clear() {
         .await
         .unwrap_err();
     assert!(e.to_string().contains("no group `nope`"), "{e}");
+}
+
+/// With a state file, a ban survives the node's restart: the restarted node keeps away from
+/// the group (which stays on the peer) until the ban is cleared; the file then forgets it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn operator_ban_survives_a_restart_with_a_state_file() {
+    use ha_core::GroupId;
+    use ha_core::message::OperatorPref;
+
+    let model = Arc::new(model(true));
+    let port = free_port();
+    let dir = tempfile::tempdir().unwrap();
+    let state = dir.path().join("alpha-operator.json");
+    let a = start_with_state(&model, 1, port, Some(state.clone()));
+    let b = start(&model, 2, port);
+    let web = GroupId::from("web");
+    wait_for("A runs the group", Duration::from_secs(5), || {
+        a.vip.is_running()
+    })
+    .await;
+    a.rt.control()
+        .place(&web, OperatorPref::Avoid)
+        .await
+        .unwrap();
+    wait_for("the ban moves it to B", Duration::from_secs(5), || {
+        b.vip.is_running() && !a.vip.is_running()
+    })
+    .await;
+    assert!(std::fs::read_to_string(&state).unwrap().contains("avoid"));
+
+    // Crash and restart A with the same file: the ban holds, auto_failback or not.
+    a.rt.abort();
+    let a2 = start_with_state(&model, 1, port, Some(state.clone()));
+    wait_for("A is back in B's view", Duration::from_secs(5), || {
+        b.rt.status().node.members.contains(&NodeId(1))
+    })
+    .await;
+    tokio::time::sleep(Duration::from_millis(400)).await;
+    assert!(b.vip.is_running() && !a2.vip.is_running(), "ban kept");
+    assert_eq!(a2.rt.status().node.groups[0].operator, OperatorPref::Avoid);
+
+    a2.rt
+        .control()
+        .place(&web, OperatorPref::None)
+        .await
+        .unwrap();
+    wait_for("failback after the clear", Duration::from_secs(5), || {
+        a2.vip.is_running() && !b.vip.is_running()
+    })
+    .await;
+    assert!(!std::fs::read_to_string(&state).unwrap().contains("avoid"));
 }

@@ -5,7 +5,7 @@
 //! ```text
 //! ha-net-node (--config CLUSTER.toml | --config MODEL.json | --heartbeat DIR) [--node ID|NAME]
 //!             [--log FILE] [--echo-port PORT] [--stop-timeout-ms MS] [--realtime] [--status FILE]
-//!             [--control SOCKET] [--check]
+//!             [--control SOCKET] [--state FILE] [--check]
 //! ha-net-node --ctl SOCKET (standby|online|status|move GROUP|ban GROUP|clear GROUP)
 //! ```
 //! `--config` takes the TOML cluster file (`ha_core::config`) or a JSON `ClusterModel`;
@@ -17,7 +17,8 @@
 //! snapshot whenever it changes. `--control` serves the operator socket
 //! ([`ha_net::control`]); `--ctl SOCKET COMMAND` is its client (heartbeat's `hb_standby`, its
 //! return, `hb_takeover` as `move GROUP`, and `cl_status`): it prints the node's answer and
-//! exits 1 on an error.
+//! exits 1 on an error. `--state FILE` keeps the operator's standby, moves and bans across
+//! restarts ([`ha_net::operator_state`]).
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -45,13 +46,14 @@ struct Args {
     realtime: bool,
     status: Option<PathBuf>,
     control: Option<PathBuf>,
+    state: Option<PathBuf>,
 }
 
 fn usage(msg: &str) -> ! {
     eprintln!(
         "ha-net-node: {msg}\nusage: ha-net-node (--config CLUSTER.toml|MODEL.json | --heartbeat DIR) \
          [--node ID|NAME] [--log FILE] [--echo-port PORT] [--stop-timeout-ms MS] [--realtime] \
-         [--status FILE] [--control SOCKET] [--check]\n       ha-net-node --ctl SOCKET (standby|online|status|move GROUP|ban GROUP|clear GROUP)"
+         [--status FILE] [--control SOCKET] [--state FILE] [--check]\n       ha-net-node --ctl SOCKET (standby|online|status|move GROUP|ban GROUP|clear GROUP)"
     );
     std::process::exit(2)
 }
@@ -67,6 +69,7 @@ fn parse_args() -> Args {
         realtime: false,
         status: None,
         control: None,
+        state: None,
     };
     let mut it = std::env::args().skip(1);
     while let Some(k) = it.next() {
@@ -83,6 +86,7 @@ fn parse_args() -> Args {
             "--log" => a.log = Some(PathBuf::from(val())),
             "--status" => a.status = Some(PathBuf::from(val())),
             "--control" => a.control = Some(PathBuf::from(val())),
+            "--state" => a.state = Some(PathBuf::from(val())),
             "--echo-port" => {
                 a.echo_port = Some(val().parse().unwrap_or_else(|_| usage("bad --echo-port")))
             }
@@ -183,6 +187,7 @@ async fn run(args: Args) -> Result<(), Box<dyn std::error::Error>> {
         return Ok(());
     }
     let mut cfg = RuntimeConfig::new(model, me);
+    cfg.state_file = args.state.clone();
     ha_net::floating_ip::register(&mut cfg.agents.registry);
     let node = NodeRuntime::start(cfg)?;
     if let Some(port) = args.echo_port {
