@@ -1,8 +1,9 @@
 //! Import of keepalived.conf `virtual_server` blocks into a [`MonitorConfig`].
 //!
 //! keepalived users can point our checker at their existing configuration. Only the LVS part
-//! is imported: `global_defs`, `vrrp_instance`, `vrrp_script`, `static_ipaddress` and every
-//! other top-level block are skipped whole (a debug log, not an error).
+//! is imported (`virtual_server`, `virtual_server_group` and the checkers' global `SSL`
+//! block): `global_defs`, `vrrp_instance`, `vrrp_script`, `static_ipaddress` and every other
+//! top-level block are skipped whole (a debug log, not an error).
 //!
 //! Syntax (keepalived's `lib/parser.c`): words separated by blanks; `{` and `}` outside
 //! double quotes are tokens of their own, on the keyword's line or the next one; comments
@@ -32,7 +33,8 @@
 //! 3 for DNS_CHECK; keepalived runs the retries `delay_before_retry` apart, we run them at
 //! the check interval):
 //! - `TCP_CHECK` → [`CheckKind::Connect`].
-//! - `HTTP_GET` / `SSL_GET` → [`CheckKind::Http`] (SSL: unverified TLS) with the first `url`
+//! - `HTTP_GET` / `SSL_GET` → [`CheckKind::Http`] (SSL: unverified TLS, see `SSL` below) with
+//!   the first `url`
 //!   block's `path`, `status_code` (default 200; ranges and lists use their first code, with
 //!   a warning), `virtualhost`; `regex` is matched as plain text; `digest` is not checked
 //!   (warning).
@@ -50,6 +52,24 @@
 //! `quorum`, `hysteresis`, `omega`, `notify_*`, `sorry_server_inhibit`, `bindto`.
 //! Unknown keywords inside a virtual server are warnings (keepalived logs and goes on); bad
 //! values are errors naming `file:line`.
+//!
+//! The top-level `SSL { certificate FILE key FILE ca FILE password PW }` block configures the
+//! one TLS context of every `SSL_GET`, wherever it appears in the file (keepalived builds the
+//! context after parsing; a second block replaces the first, with a warning). What keepalived's
+//! `check/check_ssl.c` does with it, and the import:
+//! - `certificate` (a chain file, leaf first) and `key` (PEM): the client certificate shown to
+//!   servers that ask for one → [`TlsCheck::client_cert`] of every `SSL_GET`. Only one of the
+//!   two: OpenSSL then sends no client certificate, so none is imported (warning).
+//! - `ca`: loaded, but keepalived never turns peer verification on (no `SSL_CTX_set_verify`,
+//!   so OpenSSL's client default `SSL_VERIFY_NONE` applies): server certificates stay
+//!   unverified. The import does the same and ignores `ca` (warning saying so).
+//! - `password`: decrypts an encrypted `key`. rustls cannot decrypt PEM keys, so this is a
+//!   warning telling to decrypt the key (`openssl pkey`); a probe with an encrypted key is down
+//!   with that advice. An unencrypted key works either way.
+//!
+//! keepalived refuses to start its checkers when a file of the block cannot be loaded; here
+//! the files are read at every probe (a renewed certificate needs no reload), and a missing,
+//! unreadable or mismatched file makes the probe down with a reason naming the file.
 
 use std::collections::HashMap;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
@@ -57,6 +77,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use crate::checker::dns::DnsType;
+use crate::checker::tls::ClientIdentity;
 use crate::checker::{
     CheckKind, CheckSpec, FailureAction, MonitorConfig, MonitoredReal, MonitoredService, TlsCheck,
 };
@@ -130,6 +151,7 @@ pub fn parse_keepalived_with(
         alpha_all: true,
         misc_warned: false,
         retry_delay_warned: false,
+        ssl: None,
         extra: Default::default(),
     };
     b.build(&tree)
@@ -499,6 +521,8 @@ struct Builder<'f> {
     alpha_all: bool,
     misc_warned: bool,
     retry_delay_warned: bool,
+    /// The client certificate of the global `SSL` block, for every SSL_GET.
+    ssl: Option<ClientIdentity>,
     /// Warnings found by the value readers (which only borrow the builder).
     extra: std::cell::RefCell<Vec<String>>,
 }
@@ -740,18 +764,34 @@ impl Builder<'_> {
     }
 
     fn build(&mut self, tree: &[Stmt]) -> Result<KeepalivedConfig> {
+        // Groups and the SSL context first: they apply wherever they appear in the file.
+        let mut ssl_at: Option<Loc> = None;
         for st in tree {
-            if st.kw() == "virtual_server_group" {
-                let name = self.arg(st, 1, "virtual_server_group NAME {")?.to_string();
-                let block = st.block.clone().unwrap_or_default();
-                self.groups.insert(name, (st.at, block));
+            match st.kw() {
+                "virtual_server_group" => {
+                    let name = self.arg(st, 1, "virtual_server_group NAME {")?.to_string();
+                    let block = st.block.clone().unwrap_or_default();
+                    self.groups.insert(name, (st.at, block));
+                }
+                "SSL" => {
+                    if let Some(first) = ssl_at {
+                        let m = format!(
+                            "SSL block given again: it replaces the one at {} (as in keepalived)",
+                            where_(self.files, first)
+                        );
+                        self.warn(st.at, m);
+                    }
+                    ssl_at = Some(st.at);
+                    self.ssl = self.ssl_block(st)?;
+                }
+                _ => {}
             }
         }
         let mut services = Vec::new();
         for st in tree {
             match st.kw() {
                 "virtual_server" => services.extend(self.virtual_server(st)?),
-                "virtual_server_group" => {}
+                "virtual_server_group" | "SSL" => {}
                 k => {
                     let at = where_(self.files, st.at);
                     tracing::debug!(keyword = k, %at, "keepalived: skipping a non-LVS block");
@@ -774,6 +814,77 @@ impl Builder<'_> {
                 w
             },
         })
+    }
+
+    /// The global `SSL` block: the client identity it gives SSL_GET (see the module docs for
+    /// keepalived's semantics of each field).
+    fn ssl_block(&mut self, st: &Stmt) -> R<Option<ClientIdentity>> {
+        const EXAMPLE: &str =
+            "SSL { certificate /etc/keepalived/client.crt key /etc/keepalived/client.key }";
+        let body = st.block.as_deref().ok_or_else(|| {
+            self.err(
+                st.at,
+                format!("SSL without a {{ ... }} block, e.g. `{EXAMPLE}`"),
+            )
+        })?;
+        if st.words.len() > 1 {
+            let m = format!("words after SSL ignored ({})", st.words[1..].join(" "));
+            self.warn(st.at, m);
+        }
+        let mut cert: Option<(PathBuf, Loc)> = None;
+        let mut key: Option<(PathBuf, Loc)> = None;
+        for s in body {
+            let (slot, example) = match s.kw() {
+                "certificate" => (&mut cert, "certificate /etc/keepalived/client.crt"),
+                "key" => (&mut key, "key /etc/keepalived/client.key"),
+                "ca" => {
+                    self.arg(s, 1, "ca /etc/keepalived/ca.crt")?;
+                    self.extra_words(s);
+                    self.warn(
+                        s.at,
+                        "SSL ca ignored: keepalived loads it but never verifies server certificates (SSL_GET accepts any), and neither does the import",
+                    );
+                    continue;
+                }
+                "password" => {
+                    self.arg(s, 1, "password secret")?;
+                    self.warn(
+                        s.at,
+                        "SSL password: encrypted private keys are not supported (rustls cannot decrypt them); decrypt the key (openssl pkey -in KEY -out KEY.plain), point `key` at the plain copy (readable by the checker only) and drop `password`; probes with an encrypted key are down",
+                    );
+                    continue;
+                }
+                k => {
+                    self.warn(s.at, format!("unknown keyword {k:?} in SSL ignored"));
+                    continue;
+                }
+            };
+            let file = PathBuf::from(self.arg(s, 1, example)?);
+            self.extra_words(s);
+            if slot.is_some() {
+                let m = format!("SSL {} given twice: the last one counts", s.kw());
+                self.warn(s.at, m);
+            }
+            *slot = Some((file, s.at));
+        }
+        match (cert, key) {
+            (Some((cert, _)), Some((key, _))) => Ok(Some(ClientIdentity::new(cert, key))),
+            (Some((_, at)), None) => {
+                self.warn(
+                    at,
+                    "SSL certificate without key: keepalived (OpenSSL) then sends no client certificate, so none is imported; add `key FILE`",
+                );
+                Ok(None)
+            }
+            (None, Some((_, at))) => {
+                self.warn(
+                    at,
+                    "SSL key without certificate: keepalived (OpenSSL) then sends no client certificate, so none is imported; add `certificate FILE`",
+                );
+                Ok(None)
+            }
+            (None, None) => Ok(None),
+        }
     }
 
     /// Keys of a group's entries.
@@ -1333,7 +1444,11 @@ impl Builder<'_> {
                         host,
                         expect_status: status,
                         expect_substring: substring,
-                        tls: (kind_name == "SSL_GET").then(TlsCheck::insecure),
+                        // keepalived's SSL_GET never verifies the server (see `SSL`).
+                        tls: (kind_name == "SSL_GET").then(|| TlsCheck {
+                            client_cert: self.ssl.clone(),
+                            ..TlsCheck::insecure()
+                        }),
                     },
                     timeout,
                 )
@@ -1769,11 +1884,115 @@ virtual_server 2001:db8::1 443 {
                 2,
                 "range",
             ),
+            ("\nSSL\n", 2, "SSL without a { ... } block"),
+            (
+                "SSL {\n ca /etc/ca.pem\n certificate\n}\n",
+                3,
+                "certificate needs a value",
+            ),
+            ("SSL {\n key\n}\n", 2, "key needs a value"),
+            ("SSL {\n password\n}\n", 2, "password needs a value"),
+            ("SSL {\n ca\n}\n", 2, "ca needs a value"),
         ] {
             let e = err(text);
             assert!(e.starts_with(&format!("e.conf:{line}: ")), "{text:?}: {e}");
             assert!(e.contains(needle), "{text:?}: {e}");
         }
+    }
+
+    #[test]
+    fn global_ssl_block_gives_ssl_get_a_client_certificate() {
+        const VS: &str = "virtual_server 10.0.0.1 443 {
+  real_server 10.0.0.2 443 {
+    SSL_GET { url { path / } }
+  }
+  real_server 10.0.0.3 80 {
+    HTTP_GET { url { path / } }
+  }
+}
+";
+        let tls_of = |c: &KeepalivedConfig, i: usize| match &c.monitor.services[0].reals[i]
+            .check
+            .as_ref()
+            .unwrap()
+            .kind
+        {
+            CheckKind::Http { tls, .. } => tls.clone(),
+            k => panic!("not an HTTP check: {k:?}"),
+        };
+        // After the virtual servers: it applies all the same (keepalived builds the SSL
+        // context once the whole file is read).
+        let text = format!(
+            "{VS}SSL {{\n  password \"s3cret\"\n  ca /etc/keepalived/ca.pem\n  certificate /etc/keepalived/lb.crt\n  key /etc/keepalived/lb.key\n  cipher HIGH\n}}\n"
+        );
+        let c = parse(&text);
+        assert_eq!(
+            tls_of(&c, 0),
+            Some(TlsCheck {
+                server_name: None,
+                ca_file: None, // keepalived never verifies: `ca` is not imported
+                client_cert: Some(ClientIdentity::new(
+                    "/etc/keepalived/lb.crt",
+                    "/etc/keepalived/lb.key"
+                )),
+            })
+        );
+        assert_eq!(tls_of(&c, 1), None, "HTTP_GET is plain");
+        let w = c.warnings.join("\n");
+        assert!(
+            w.contains("k.conf:10: SSL password") && w.contains("openssl pkey"),
+            "{w}"
+        );
+        assert!(
+            !w.contains("s3cret"),
+            "the password stays out of warnings: {w}"
+        );
+        assert!(
+            w.contains("k.conf:11: SSL ca ignored") && w.contains("never verifies"),
+            "{w}"
+        );
+        assert!(
+            w.contains("k.conf:14: unknown keyword \"cipher\" in SSL"),
+            "{w}"
+        );
+
+        // No SSL block: SSL_GET without a client certificate, as before.
+        assert_eq!(tls_of(&parse(VS), 0), Some(TlsCheck::insecure()));
+
+        // Only one of certificate / key: OpenSSL sends no certificate; nothing imported.
+        for (block, line, needle) in [
+            (
+                "SSL {\n certificate /c.pem\n}\n",
+                2,
+                "certificate without key",
+            ),
+            ("SSL {\n\n key /k.pem\n}\n", 3, "key without certificate"),
+        ] {
+            let c = parse(&format!("{block}{VS}"));
+            assert_eq!(tls_of(&c, 0), Some(TlsCheck::insecure()), "{block}");
+            assert!(
+                c.warnings
+                    .iter()
+                    .any(|w| w.starts_with(&format!("k.conf:{line}: SSL {needle}"))),
+                "{block}: {:?}",
+                c.warnings
+            );
+        }
+
+        // A second block replaces the first; a repeated keyword's last value counts.
+        let c = parse(&format!(
+            "SSL {{ certificate /a.crt\n key /a.key }}\n{VS}SSL {{\n certificate /b.crt\n key /x.key\n key /b.key\n}}\n"
+        ));
+        assert_eq!(
+            tls_of(&c, 0).unwrap().client_cert,
+            Some(ClientIdentity::new("/b.crt", "/b.key"))
+        );
+        let w = c.warnings.join("\n");
+        assert!(
+            w.contains("k.conf:11: SSL block given again") && w.contains("k.conf:1"),
+            "{w}"
+        );
+        assert!(w.contains("k.conf:14: SSL key given twice"), "{w}");
     }
 
     #[test]
@@ -1901,6 +2120,7 @@ virtual_server 2001:db8::1 443 {
             Just("1e300"), Just("retry"), Just("4294967295"), Just("persistence_timeout"),
             Just("persistence_granularity"), Just("sorry_server"), Just("host"), Just("#"),
             Just("@^x"), Just("include"), Just("alpha"), Just("inhibit_on_failure"),
+            Just("SSL"), Just("certificate"), Just("key"), Just("ca"), Just("password"),
         ], 0..120)) {
             let text = toks.join(" ");
             let _ = parse_keepalived(&text, "p.conf");

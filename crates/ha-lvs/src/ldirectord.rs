@@ -465,6 +465,7 @@ fn build_virtual(
                 .as_deref()
                 .map(|h| crate::checker::tls::host_without_port(h).to_string()),
             ca_file: None,
+            client_cert: None,
         });
         let banner_check = |expect: &str| {
             let kind = CheckKind::Banner {
@@ -1079,6 +1080,7 @@ virtual=1
                     tls: Some(TlsCheck {
                         server_name: Some("mail.example.com".into()),
                         ca_file: None,
+                        client_cert: None,
                     }),
                 },
                 "{svc}"

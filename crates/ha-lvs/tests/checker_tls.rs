@@ -9,9 +9,11 @@ use std::time::Duration;
 
 use ha_lvs::checker::probe::run_probe;
 use ha_lvs::checker::{CheckKind, CheckSpec, ProbeKey, ProbeOutcome, TlsCheck};
-use rcgen::{BasicConstraints, CertificateParams, DnType, IsCa, KeyPair};
-use rustls::ServerConfig;
+use rcgen::{BasicConstraints, CertificateParams, DnType, ExtendedKeyUsagePurpose, IsCa, KeyPair};
+use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer};
+use rustls::server::WebPkiClientVerifier;
+use rustls::{RootCertStore, ServerConfig};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio_rustls::TlsAcceptor;
@@ -42,11 +44,13 @@ fn pki(ca_name: &str) -> Pki {
     }
 }
 
-/// What the server saw of each connection: SNI and request head.
+/// What the server saw of each connection: SNI, request head, client certificate subject.
 #[derive(Default)]
 struct Seen {
     sni: Vec<Option<String>>,
     requests: Vec<String>,
+    /// Per connection: the DER of the client's end-entity certificate, if it sent one.
+    client_certs: Vec<Option<Vec<u8>>>,
 }
 
 /// How the test server ends a response.
@@ -85,13 +89,80 @@ fn acceptor(p: &Pki) -> TlsAcceptor {
     TlsAcceptor::from(Arc::new(cfg))
 }
 
+/// A TLS acceptor presenting `p`'s certificate chain that requires a client certificate
+/// signed by `client_ca` (DER), offering only TLS 1.2 when `tls12_only`.
+fn mtls_acceptor(p: &Pki, client_ca: &CertificateDer<'static>, tls12_only: bool) -> TlsAcceptor {
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let mut roots = RootCertStore::empty();
+    roots.add(client_ca.clone()).unwrap();
+    let verifier = WebPkiClientVerifier::builder_with_provider(Arc::new(roots), provider.clone())
+        .build()
+        .unwrap();
+    let builder = ServerConfig::builder_with_provider(provider);
+    let builder = if tls12_only {
+        builder.with_protocol_versions(&[&rustls::version::TLS12])
+    } else {
+        builder.with_safe_default_protocol_versions()
+    };
+    let cfg = builder
+        .unwrap()
+        .with_client_cert_verifier(verifier)
+        .with_single_cert(
+            p.chain.clone(),
+            PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(p.key_der.clone())),
+        )
+        .unwrap();
+    TlsAcceptor::from(Arc::new(cfg))
+}
+
+/// A CA for client certificates.
+struct ClientCa {
+    cert: rcgen::Certificate,
+    key: KeyPair,
+}
+
+fn client_ca(name: &str) -> ClientCa {
+    let key = KeyPair::generate().unwrap();
+    let mut ca = CertificateParams::new(Vec::<String>::new()).unwrap();
+    ca.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+    ca.distinguished_name.push(DnType::CommonName, name);
+    ClientCa {
+        cert: ca.self_signed(&key).unwrap(),
+        key,
+    }
+}
+
+/// Write a client certificate signed by `ca` and its key as PEM files `NAME.crt`, `NAME.key`.
+fn write_client_identity(dir: &tempfile::TempDir, ca: &ClientCa, name: &str) -> (PathBuf, PathBuf) {
+    let key = KeyPair::generate().unwrap();
+    let mut params = CertificateParams::new(Vec::<String>::new()).unwrap();
+    params.distinguished_name.push(DnType::CommonName, name);
+    params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ClientAuth];
+    let cert = params.signed_by(&key, &ca.cert, &ca.key).unwrap();
+    let (cert_f, key_f) = (
+        dir.path().join(format!("{name}.crt")),
+        dir.path().join(format!("{name}.key")),
+    );
+    std::fs::write(&cert_f, cert.pem()).unwrap();
+    std::fs::write(&key_f, key.serialize_pem()).unwrap();
+    (cert_f, key_f)
+}
+
 /// An HTTPS server answering every request with `response`.
 async fn https_server(
     p: &Pki,
     response: &'static str,
     close: Close,
 ) -> (SocketAddr, Arc<Mutex<Seen>>) {
-    let acceptor = acceptor(p);
+    https_server_with(acceptor(p), response, close).await
+}
+
+/// An HTTPS server behind `acceptor` answering every request with `response`.
+async fn https_server_with(
+    acceptor: TlsAcceptor,
+    response: &'static str,
+    close: Close,
+) -> (SocketAddr, Arc<Mutex<Seen>>) {
     let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = l.local_addr().unwrap();
     let seen = Arc::new(Mutex::new(Seen::default()));
@@ -109,11 +180,18 @@ async fn https_server(
                     return;
                 };
                 let sni = s.get_ref().1.server_name().map(str::to_string);
+                let client = s
+                    .get_ref()
+                    .1
+                    .peer_certificates()
+                    .and_then(|c| c.first())
+                    .map(|c| c.to_vec());
                 let head = read_head(&mut s).await;
                 {
                     let mut g = seen.lock().unwrap();
                     g.sni.push(sni);
                     g.requests.push(head);
+                    g.client_certs.push(client);
                 }
                 let _ = s.write_all(response.as_bytes()).await;
                 let _ = s.flush().await;
@@ -377,7 +455,13 @@ enum Greeting {
 /// A POP3S/IMAPS-like server whose behaviour can be switched; records the SNI of each
 /// connection.
 async fn tls_line_server(p: &Pki) -> (SocketAddr, Arc<Mutex<Greeting>>, Arc<Mutex<Seen>>) {
-    let acceptor = acceptor(p);
+    tls_line_server_with(acceptor(p)).await
+}
+
+/// [`tls_line_server`] behind `acceptor`.
+async fn tls_line_server_with(
+    acceptor: TlsAcceptor,
+) -> (SocketAddr, Arc<Mutex<Greeting>>, Arc<Mutex<Seen>>) {
     let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = l.local_addr().unwrap();
     let mode = Arc::new(Mutex::new(Greeting::Send("+OK ready\r\n")));
@@ -507,6 +591,7 @@ async fn tls_banner_sends_request_and_sni() {
     let named = TlsCheck {
         server_name: Some("www.example.test".into()),
         ca_file: None,
+        client_cert: None,
     };
     let k = banner_key(addr, Some("CAPA\r\n"), "capability", named);
     assert_eq!(run_probe(&k).await, ProbeOutcome::Up);
@@ -612,4 +697,175 @@ async fn pops_login_dialogue_over_tls() {
     };
     let r = down_reason(run_probe(&k).await);
     assert!(r.contains("TLS handshake with"), "{r}");
+}
+
+/// Servers requiring mutual TLS: the check is up with a client certificate of the CA they
+/// trust, down with none, with another CA's, or with a key file that is missing; the files
+/// are read at every probe.
+#[tokio::test]
+async fn mutual_tls_needs_the_right_client_certificate() {
+    let dir = tempfile::tempdir().unwrap();
+    let p = pki("Server CA");
+    let trusted = client_ca("Client CA");
+    let stranger = client_ca("Other client CA");
+    let (cert, key) = write_client_identity(&dir, &trusted, "lb1");
+    let (other_cert, other_key) = write_client_identity(&dir, &stranger, "intruder");
+    let acceptor = mtls_acceptor(&p, trusted.cert.der(), false);
+    let (addr, seen) = https_server_with(acceptor, OK, Close::Clean).await;
+    let host = Some("www.example.test");
+
+    let with_cert = TlsCheck::insecure().with_client_cert(&cert, &key);
+    let k = key_for(addr, host, with_cert.clone());
+    assert_eq!(run_probe(&k).await, ProbeOutcome::Up);
+    let presented = std::fs::read_to_string(&cert).unwrap();
+    {
+        let g = seen.lock().unwrap();
+        let der = g.client_certs[0].clone().expect("a client certificate");
+        let pem_der = CertificateDer::from_pem_slice(presented.as_bytes()).unwrap();
+        assert_eq!(der, pem_der.to_vec(), "the server got our certificate");
+    }
+
+    // No client certificate: TLS 1.3 servers reject it after the handshake, with an alert.
+    let r = down_reason(run_probe(&key_for(addr, host, TlsCheck::insecure())).await);
+    eprintln!("no client certificate: {r}");
+    assert!(
+        r.contains(&addr.to_string()) && r.contains("CertificateRequired"),
+        "{r}"
+    );
+
+    // A certificate of a CA the server does not trust.
+    let wrong = TlsCheck::insecure().with_client_cert(&other_cert, &other_key);
+    let r = down_reason(run_probe(&key_for(addr, host, wrong)).await);
+    eprintln!("other CA: {r}");
+    assert!(
+        r.contains(&addr.to_string()) && r.contains("alert") && r.contains("UnknownCA"),
+        "{r}"
+    );
+
+    // A key file that is not there: down, naming the file, before any TLS handshake.
+    let missing = dir.path().join("gone.key");
+    let before = seen.lock().unwrap().requests.len();
+    let r = down_reason(
+        run_probe(&key_for(
+            addr,
+            host,
+            TlsCheck::insecure().with_client_cert(&cert, &missing),
+        ))
+        .await,
+    );
+    assert!(
+        r.contains("client key file") && r.contains("gone.key") && r.contains(&addr.to_string()),
+        "{r}"
+    );
+    // A key that belongs to another certificate.
+    let r = down_reason(
+        run_probe(&key_for(
+            addr,
+            host,
+            TlsCheck::insecure().with_client_cert(&cert, &other_key),
+        ))
+        .await,
+    );
+    assert!(
+        r.contains("do not match") && r.contains("lb1.crt") && r.contains("intruder.key"),
+        "{r}"
+    );
+    assert_eq!(seen.lock().unwrap().requests.len(), before);
+
+    // Files are read at every probe: replacing them with the other CA's identity takes the
+    // check down, putting the right ones back brings it up, with the same TlsCheck.
+    let (good_cert, good_key) = (std::fs::read(&cert).unwrap(), std::fs::read(&key).unwrap());
+    std::fs::copy(&other_cert, &cert).unwrap();
+    std::fs::copy(&other_key, &key).unwrap();
+    down_reason(run_probe(&k).await);
+    std::fs::write(&cert, good_cert).unwrap();
+    std::fs::write(&key, good_key).unwrap();
+    assert_eq!(run_probe(&k).await, ProbeOutcome::Up);
+
+    // With verification of the server as well.
+    let ca_file = write_ca(&dir, "server-ca.pem", &p.ca_pem);
+    let both = TlsCheck::verified(&ca_file, None).with_client_cert(&cert, &key);
+    assert_eq!(
+        run_probe(&key_for(addr, host, both)).await,
+        ProbeOutcome::Up
+    );
+}
+
+/// Over TLS 1.2 the server rejects a missing client certificate during the handshake.
+#[tokio::test]
+async fn mutual_tls_over_tls12() {
+    let dir = tempfile::tempdir().unwrap();
+    let p = pki("Server CA");
+    let trusted = client_ca("Client CA");
+    let (cert, key) = write_client_identity(&dir, &trusted, "lb1");
+    let acceptor = mtls_acceptor(&p, trusted.cert.der(), true);
+    let (addr, _) = https_server_with(acceptor, OK, Close::Clean).await;
+    let with_cert = TlsCheck::insecure().with_client_cert(&cert, &key);
+    assert_eq!(
+        run_probe(&key_for(addr, None, with_cert)).await,
+        ProbeOutcome::Up
+    );
+    let r = down_reason(run_probe(&key_for(addr, None, TlsCheck::insecure())).await);
+    eprintln!("TLS 1.2, no client certificate: {r}");
+    assert!(
+        r.contains(&format!("TLS handshake with {addr}")) && r.contains("alert"),
+        "{r}"
+    );
+}
+
+/// The TLS banner check presents the client certificate too (POP3S with mutual TLS).
+#[tokio::test]
+async fn tls_banner_with_client_certificate() {
+    let dir = tempfile::tempdir().unwrap();
+    let p = pki("Server CA");
+    let trusted = client_ca("Client CA");
+    let (cert, key) = write_client_identity(&dir, &trusted, "lb1");
+    let (addr, _, _) = tls_line_server_with(mtls_acceptor(&p, trusted.cert.der(), false)).await;
+    let with_cert = TlsCheck::insecure().with_client_cert(&cert, &key);
+    assert_eq!(
+        run_probe(&banner_key(addr, None, "+OK", with_cert)).await,
+        ProbeOutcome::Up
+    );
+    let r = down_reason(run_probe(&banner_key(addr, None, "+OK", TlsCheck::insecure())).await);
+    assert!(r.contains(&addr.to_string()), "{r}");
+}
+
+/// keepalived.conf's global SSL block reaches the SSL_GET probe.
+#[tokio::test]
+async fn keepalived_ssl_block_gives_ssl_get_the_client_certificate() {
+    let dir = tempfile::tempdir().unwrap();
+    let p = pki("Server CA");
+    let trusted = client_ca("Client CA");
+    let (cert, key) = write_client_identity(&dir, &trusted, "lb1");
+    let (addr, _) = https_server_with(
+        mtls_acceptor(&p, trusted.cert.der(), false),
+        OK,
+        Close::Clean,
+    )
+    .await;
+    let conf = |ssl: &str| {
+        format!(
+            "{ssl}\nvirtual_server 10.0.0.1 443 {{\n real_server {} {} {{\n  SSL_GET {{\n   url {{ path /health }}\n  }}\n }}\n}}\n",
+            addr.ip(),
+            addr.port()
+        )
+    };
+    let probe_of = |text: String| {
+        let c = ha_lvs::keepalived::parse_keepalived(&text, "k.conf").unwrap();
+        let mut spec = c.monitor.services[0].reals[0].check.clone().unwrap();
+        spec.timeout = Duration::from_secs(3);
+        ProbeKey { target: addr, spec }
+    };
+    let with_block = probe_of(conf(&format!(
+        "SSL {{\n certificate {}\n key {}\n}}",
+        cert.display(),
+        key.display()
+    )));
+    assert_eq!(run_probe(&with_block).await, ProbeOutcome::Up);
+    let without = probe_of(conf(""));
+    down_reason(run_probe(&without).await);
+}
+
+fn key_for(target: SocketAddr, host: Option<&str>, tls: TlsCheck) -> ProbeKey {
+    key(target, host, None, tls)
 }

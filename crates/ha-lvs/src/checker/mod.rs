@@ -37,7 +37,7 @@ pub mod tls;
 
 pub use monitor::{Monitor, ProbeId, ProbeOutcome, Reconfigured};
 pub use schedule::Schedule;
-pub use tls::TlsCheck;
+pub use tls::{ClientIdentity, TlsCheck};
 
 use std::net::SocketAddr;
 use std::path::PathBuf;

@@ -8,6 +8,11 @@
 //! so name-based virtual hosts answer as they would for clients. Verification against a CA
 //! file is opt-in ([`TlsCheck::ca_file`]).
 //!
+//! Servers that require mutual TLS get a client certificate ([`TlsCheck::client_cert`], the
+//! certificate and key of keepalived's global `SSL { certificate key }` block). Like the CA
+//! file, its PEM files are read at every probe: a renewed certificate takes effect without a
+//! restart, and a missing, unreadable or mismatched file is a down probe naming the file.
+//!
 //! Only the `ring` crypto provider is used (no process-wide default provider is installed or
 //! required), and session resumption is off so that every probe does a full handshake: a
 //! server whose certificate or key broke is noticed at the next probe, not when a ticket
@@ -20,8 +25,8 @@ use std::sync::{Arc, OnceLock};
 use rustls::client::Resumption;
 use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
 use rustls::crypto::CryptoProvider;
-use rustls::pki_types::pem::PemObject;
-use rustls::pki_types::{CertificateDer, ServerName, UnixTime};
+use rustls::pki_types::pem::{self, PemObject};
+use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName, UnixTime};
 use rustls::{ClientConfig, DigitallySignedStruct, RootCertStore, SignatureScheme};
 use tokio::net::TcpStream;
 use tokio_rustls::TlsConnector;
@@ -30,7 +35,7 @@ use tokio_rustls::client::TlsStream;
 /// TLS settings of an HTTPS check ([`super::CheckKind::Http`] with `tls: Some(..)`).
 ///
 /// `TlsCheck::default()` is the ldirectord/keepalived behaviour: no certificate verification,
-/// SNI = the check's Host name when it is a DNS name.
+/// SNI = the check's Host name when it is a DNS name, no client certificate.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, Default)]
 pub struct TlsCheck {
     /// Name sent as SNI and, with [`TlsCheck::ca_file`], the name the certificate must carry.
@@ -42,6 +47,84 @@ pub struct TlsCheck {
     /// (read at every probe, so a replaced file takes effect without a restart). `None`:
     /// accept any certificate.
     pub ca_file: Option<PathBuf>,
+    /// Client certificate presented when the server asks for one (mutual TLS). `None`: the
+    /// client sends no certificate, and a server requiring one fails the check.
+    pub client_cert: Option<ClientIdentity>,
+}
+
+/// A client certificate and its private key, both PEM files (read at every probe).
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct ClientIdentity {
+    /// The client certificate, optionally followed by its intermediate CA certificates
+    /// (leaf first, like OpenSSL's certificate chain files).
+    pub cert_file: PathBuf,
+    /// The unencrypted private key of the certificate (PKCS#8, PKCS#1 RSA or SEC1 EC).
+    /// Encrypted keys are refused: decrypt them with `openssl pkey -in KEY -out PLAIN`.
+    pub key_file: PathBuf,
+}
+
+impl ClientIdentity {
+    /// The certificate (chain) in `cert_file` with the key in `key_file`.
+    pub fn new(cert_file: impl Into<PathBuf>, key_file: impl Into<PathBuf>) -> Self {
+        ClientIdentity {
+            cert_file: cert_file.into(),
+            key_file: key_file.into(),
+        }
+    }
+
+    /// Read both files: the chain (leaf first) and the key. Errors name the file.
+    fn load(&self) -> Result<(Vec<CertificateDer<'static>>, PrivateKeyDer<'static>), String> {
+        let cert_what = format!("client certificate file {}", self.cert_file.display());
+        let pem_text = std::fs::read(&self.cert_file).map_err(|e| format!("{cert_what}: {e}"))?;
+        let chain = CertificateDer::pem_slice_iter(&pem_text)
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(|e| format!("{cert_what}: {e}"))?;
+        if chain.is_empty() {
+            return Err(format!("{cert_what}: no PEM CERTIFICATE found"));
+        }
+        let key_what = format!("client key file {}", self.key_file.display());
+        let pem_text = std::fs::read(&self.key_file).map_err(|e| format!("{key_what}: {e}"))?;
+        if is_encrypted_key(&pem_text) {
+            // rustls has no PEM decryption; say how to get a key it can use.
+            return Err(format!(
+                "{key_what}: the private key is encrypted, which is not supported: decrypt it \
+                 (openssl pkey -in {0} -out {0}.plain), keep the copy readable by the checker \
+                 only, and use that",
+                self.key_file.display()
+            ));
+        }
+        let key = PrivateKeyDer::from_pem_slice(&pem_text).map_err(|e| match e {
+            pem::Error::NoItemsFound => format!("{key_what}: no PEM PRIVATE KEY found"),
+            e => format!("{key_what}: {e}"),
+        })?;
+        Ok((chain, key))
+    }
+
+    /// Describe a rustls error from pairing the certificate with the key.
+    fn pairing_error(&self, e: rustls::Error) -> String {
+        match e {
+            rustls::Error::InconsistentKeys(_) => format!(
+                "client certificate file {} and key file {} do not match (the key is not the \
+                 certificate's)",
+                self.cert_file.display(),
+                self.key_file.display()
+            ),
+            rustls::Error::InvalidCertificate(e) => format!(
+                "client certificate file {}: unusable certificate: {e}",
+                self.cert_file.display()
+            ),
+            e => format!(
+                "client key file {}: unusable key: {e}",
+                self.key_file.display()
+            ),
+        }
+    }
+}
+
+/// PKCS#8 `ENCRYPTED PRIVATE KEY` or a legacy OpenSSL key with `Proc-Type: 4,ENCRYPTED`.
+fn is_encrypted_key(pem_text: &[u8]) -> bool {
+    let has = |needle: &[u8]| pem_text.windows(needle.len()).any(|w| w == needle);
+    has(b"-----BEGIN ENCRYPTED PRIVATE KEY-----") || has(b"Proc-Type: 4,ENCRYPTED")
 }
 
 impl TlsCheck {
@@ -56,7 +139,19 @@ impl TlsCheck {
         TlsCheck {
             server_name,
             ca_file: Some(ca_file.into()),
+            client_cert: None,
         }
+    }
+
+    /// The same check presenting the client certificate `cert_file` with its key `key_file`
+    /// (PEM files) to servers that ask for one.
+    pub fn with_client_cert(
+        mut self,
+        cert_file: impl Into<PathBuf>,
+        key_file: impl Into<PathBuf>,
+    ) -> Self {
+        self.client_cert = Some(ClientIdentity::new(cert_file, key_file));
+        self
     }
 }
 
@@ -132,8 +227,8 @@ fn insecure_config() -> Result<Arc<ClientConfig>, String> {
         .clone()
 }
 
-/// A client configuration trusting the CA certificates of `ca_file`.
-fn verifying_config(ca_file: &Path) -> Result<Arc<ClientConfig>, String> {
+/// The CA certificates of `ca_file`.
+fn load_roots(ca_file: &Path) -> Result<RootCertStore, String> {
     let what = || format!("CA file {}", ca_file.display());
     let mut roots = RootCertStore::empty();
     let certs = CertificateDer::pem_file_iter(ca_file).map_err(|e| format!("{}: {e}", what()))?;
@@ -146,11 +241,34 @@ fn verifying_config(ca_file: &Path) -> Result<Arc<ClientConfig>, String> {
     if roots.is_empty() {
         return Err(format!("{}: no PEM CERTIFICATE found", what()));
     }
-    let mut c = ClientConfig::builder_with_provider(provider())
+    Ok(roots)
+}
+
+/// The client configuration of `tls`: the shared one when nothing is read from files, else
+/// one built from the files as they are now.
+fn client_config(tls: &TlsCheck) -> Result<Arc<ClientConfig>, String> {
+    if tls.ca_file.is_none() && tls.client_cert.is_none() {
+        return insecure_config();
+    }
+    let p = provider();
+    let builder = ClientConfig::builder_with_provider(p.clone())
         .with_safe_default_protocol_versions()
-        .map_err(|e| format!("TLS setup: {e}"))?
-        .with_root_certificates(roots)
-        .with_no_client_auth();
+        .map_err(|e| format!("TLS setup: {e}"))?;
+    let builder = match &tls.ca_file {
+        None => builder
+            .dangerous()
+            .with_custom_certificate_verifier(Arc::new(AcceptAnyCert(p))),
+        Some(f) => builder.with_root_certificates(load_roots(f)?),
+    };
+    let mut c = match &tls.client_cert {
+        None => builder.with_no_client_auth(),
+        Some(id) => {
+            let (chain, key) = id.load()?;
+            builder
+                .with_client_auth_cert(chain, key)
+                .map_err(|e| id.pairing_error(e))?
+        }
+    };
     c.resumption = Resumption::disabled();
     Ok(Arc::new(c))
 }
@@ -187,17 +305,18 @@ pub fn server_name_for(
 }
 
 /// Run the TLS handshake with `target` over the connected `tcp`. Errors name the endpoint,
-/// the name used and what failed (certificate verification, protocol, CA file).
+/// the name used and what failed (certificate verification, protocol, CA file, client
+/// certificate or key file).
+///
+/// A server that rejects the client certificate (or its absence) does so after the client
+/// finished its side of a TLS 1.3 handshake: that shows as a fatal alert at the first read.
 pub async fn handshake(
     tcp: TcpStream,
     target: SocketAddr,
     tls: &TlsCheck,
     host: Option<&str>,
 ) -> Result<TlsStream<TcpStream>, String> {
-    let config = match &tls.ca_file {
-        None => insecure_config()?,
-        Some(f) => verifying_config(f).map_err(|e| format!("TLS check of {target}: {e}"))?,
-    };
+    let config = client_config(tls).map_err(|e| format!("TLS check of {target}: {e}"))?;
     let name = server_name_for(tls, host, target)?;
     let shown = name.to_str().into_owned();
     TlsConnector::from(config)
@@ -239,6 +358,7 @@ mod tests {
         let explicit = TlsCheck {
             server_name: Some("svc.internal".into()),
             ca_file: None,
+            client_cert: None,
         };
         assert_eq!(
             name(&explicit, Some("www.example.com")),
@@ -247,6 +367,7 @@ mod tests {
         let bad = TlsCheck {
             server_name: Some("bad name!".into()),
             ca_file: None,
+            client_cert: None,
         };
         let e = server_name_for(&bad, None, t).unwrap_err();
         assert!(e.contains("10.1.2.3:443") && e.contains("bad name!"), "{e}");
@@ -254,15 +375,108 @@ mod tests {
 
     #[test]
     fn missing_or_empty_ca_file_is_reported() {
-        let e = verifying_config(Path::new("/nonexistent/ca.pem")).unwrap_err();
+        let e = load_roots(Path::new("/nonexistent/ca.pem")).unwrap_err();
         assert!(e.contains("/nonexistent/ca.pem"), "{e}");
-        let dir = std::env::temp_dir().join(format!("ha-lvs-tls-{}", std::process::id()));
-        std::fs::create_dir_all(&dir).unwrap();
-        let f = dir.join("empty.pem");
+        let dir = tempfile::tempdir().unwrap();
+        let f = dir.path().join("empty.pem");
         std::fs::write(&f, "not a certificate\n").unwrap();
-        let e = verifying_config(&f).unwrap_err();
-        std::fs::remove_dir_all(&dir).unwrap();
+        let e = load_roots(&f).unwrap_err();
         assert!(e.contains("no PEM CERTIFICATE"), "{e}");
         assert!(insecure_config().is_ok());
+    }
+
+    /// A self-signed certificate and its key as PEM text.
+    fn self_signed() -> (String, String) {
+        let key = rcgen::KeyPair::generate().unwrap();
+        let cert = rcgen::CertificateParams::new(vec!["client.test".to_string()])
+            .unwrap()
+            .self_signed(&key)
+            .unwrap();
+        (cert.pem(), key.serialize_pem())
+    }
+
+    #[test]
+    fn client_identity_files_are_checked() {
+        let dir = tempfile::tempdir().unwrap();
+        let put = |name: &str, text: &str| {
+            let f = dir.path().join(name);
+            std::fs::write(&f, text).unwrap();
+            f
+        };
+        let (cert, key) = self_signed();
+        let (_, other_key) = self_signed();
+        let cert_f = put("client.crt", &cert);
+        let key_f = put("client.key", &key);
+        let with = |c: &Path, k: &Path| TlsCheck::insecure().with_client_cert(c, k);
+        assert!(client_config(&with(&cert_f, &key_f)).is_ok());
+        // One file holding both (a common layout) serves as either.
+        let both = put("both.pem", &format!("{cert}{key}"));
+        assert!(client_config(&with(&both, &both)).is_ok());
+
+        let missing = dir.path().join("missing.key");
+        let e = client_config(&with(&cert_f, &missing)).unwrap_err();
+        assert!(
+            e.contains("client key file") && e.contains("missing.key"),
+            "{e}"
+        );
+        let e = client_config(&with(&missing, &key_f)).unwrap_err();
+        assert!(e.contains("client certificate file"), "{e}");
+
+        // A certificate where the key should be, and the other way round.
+        let e = client_config(&with(&cert_f, &cert_f)).unwrap_err();
+        assert!(
+            e.contains("no PEM PRIVATE KEY") && e.contains("client.crt"),
+            "{e}"
+        );
+        let e = client_config(&with(&key_f, &key_f)).unwrap_err();
+        assert!(
+            e.contains("no PEM CERTIFICATE") && e.contains("client.key"),
+            "{e}"
+        );
+
+        let wrong = put("other.key", &other_key);
+        let e = client_config(&with(&cert_f, &wrong)).unwrap_err();
+        assert!(
+            e.contains("do not match") && e.contains("client.crt") && e.contains("other.key"),
+            "{e}"
+        );
+
+        let pkcs8 = put(
+            "enc8.key",
+            "-----BEGIN ENCRYPTED PRIVATE KEY-----\nMIIBvTBXBgkqhkiG9w0BBQ0w\n-----END ENCRYPTED PRIVATE KEY-----\n",
+        );
+        let e = client_config(&with(&cert_f, &pkcs8)).unwrap_err();
+        assert!(e.contains("encrypted") && e.contains("openssl pkey"), "{e}");
+        let legacy = put(
+            "enc1.key",
+            "-----BEGIN RSA PRIVATE KEY-----\nProc-Type: 4,ENCRYPTED\nDEK-Info: AES-256-CBC,00\n\nAAAA\n-----END RSA PRIVATE KEY-----\n",
+        );
+        let e = client_config(&with(&cert_f, &legacy)).unwrap_err();
+        assert!(e.contains("encrypted") && e.contains("enc1.key"), "{e}");
+
+        // The files are read at every call: a replaced key takes effect.
+        std::fs::write(&key_f, &other_key).unwrap();
+        assert!(client_config(&with(&cert_f, &key_f)).is_err());
+        std::fs::write(&key_f, &key).unwrap();
+        assert!(client_config(&with(&cert_f, &key_f)).is_ok());
+    }
+
+    #[test]
+    fn client_identity_is_part_of_the_probe_key() {
+        use std::collections::hash_map::DefaultHasher;
+        use std::hash::{Hash, Hasher};
+        let h = |t: &TlsCheck| {
+            let mut s = DefaultHasher::new();
+            t.hash(&mut s);
+            s.finish()
+        };
+        let plain = TlsCheck::insecure();
+        let a = TlsCheck::insecure().with_client_cert("/a.crt", "/a.key");
+        let b = TlsCheck::insecure().with_client_cert("/b.crt", "/a.key");
+        assert_ne!(plain, a);
+        assert_ne!(a, b);
+        assert_eq!(a, a.clone());
+        assert_eq!(h(&a), h(&a.clone()));
+        assert_ne!(h(&a), h(&b));
     }
 }
