@@ -367,13 +367,9 @@ pub async fn banner(
 ) -> Result<ProbeOutcome, String> {
     let deadline = Instant::now() + timeout;
     let late = || format!("no answer within {} ms", timeout.as_millis());
-    let s = tokio::time::timeout_at(deadline, super::probe::connect(target))
+    let s = tokio::time::timeout_at(deadline, super::probe::connect_rst(target))
         .await
         .map_err(|_| format!("connect {target}: {}", late()))??;
-    // RST on close (SO_LINGER 0), like the connect check: no FIN handshake, no TIME_WAIT.
-    socket2::SockRef::from(&s)
-        .set_linger(Some(Duration::ZERO))
-        .map_err(|e| format!("connect {target}: set SO_LINGER: {e}"))?;
     let d = Dialogue::new(send, expect, steps, BANNER_READ_LIMIT);
     match tls {
         None => exchange(target, s, d, deadline, timeout).await,

@@ -894,11 +894,7 @@ async fn over_tcp(
     expect: Option<&str>,
 ) -> Result<ProbeOutcome, String> {
     let err = |e: std::io::Error| format!("DNS query to {target} over TCP: {e}");
-    let mut s = super::probe::connect(target).await?;
-    // RST on close like the other TCP checks: no TIME_WAIT left behind.
-    socket2::SockRef::from(&s)
-        .set_linger(Some(Duration::ZERO))
-        .map_err(err)?;
+    let mut s = super::probe::connect_rst(target).await?;
     let len = u16::try_from(q.wire().len()).map_err(|_| "DNS query too long".to_string())?;
     let mut out = len.to_be_bytes().to_vec();
     out.extend_from_slice(q.wire());

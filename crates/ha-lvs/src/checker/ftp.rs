@@ -530,15 +530,6 @@ impl<'a> FtpSession<'a> {
     }
 }
 
-/// A TCP connection closed with an RST (SO_LINGER 0), like the connect check.
-async fn connect_rst(target: SocketAddr) -> Result<TcpStream, String> {
-    let s = super::probe::connect(target).await?;
-    socket2::SockRef::from(&s)
-        .set_linger(Some(Duration::ZERO))
-        .map_err(|e| format!("connect {target}: set SO_LINGER: {e}"))?;
-    Ok(s)
-}
-
 /// Run the FTP download check against `target` within `timeout`.
 pub async fn ftp(
     target: SocketAddr,
@@ -547,7 +538,7 @@ pub async fn ftp(
 ) -> Result<ProbeOutcome, String> {
     let deadline = Instant::now() + timeout;
     let ms = timeout.as_millis();
-    let mut ctrl = tokio::time::timeout_at(deadline, connect_rst(target))
+    let mut ctrl = tokio::time::timeout_at(deadline, super::probe::connect_rst(target))
         .await
         .map_err(|_| format!("connect {target}: no answer within {ms} ms"))??;
     let mut s = FtpSession::new(check, target.is_ipv6());
@@ -585,7 +576,7 @@ pub async fn ftp(
                 // The control connection's peer, not the address in the reply (see the
                 // module docs).
                 let to = SocketAddr::new(target.ip(), port);
-                match tokio::time::timeout_at(deadline, connect_rst(to)).await {
+                match tokio::time::timeout_at(deadline, super::probe::connect_rst(to)).await {
                     Ok(Ok(d)) => {
                         data = Some(d);
                         s.data_opened();

@@ -242,6 +242,16 @@ pub(super) async fn connect(target: SocketAddr) -> Result<TcpStream, String> {
         .map_err(|e| format!("connect {target}: {e}"))
 }
 
+/// [`connect`], then RST on close (SO_LINGER 0) like the connect check: no FIN handshake and
+/// no TIME_WAIT left behind by the line-protocol checks (banner, DNS over TCP, FTP).
+pub(super) async fn connect_rst(target: SocketAddr) -> Result<TcpStream, String> {
+    let s = connect(target).await?;
+    socket2::SockRef::from(&s)
+        .set_linger(Some(Duration::ZERO))
+        .map_err(|e| format!("connect {target}: set SO_LINGER: {e}"))?;
+    Ok(s)
+}
+
 /// Status code from an HTTP status line.
 pub fn parse_status(response: &[u8]) -> Option<u16> {
     let line_end = response
