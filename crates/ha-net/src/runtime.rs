@@ -106,8 +106,9 @@ pub struct RuntimeStatus {
 }
 
 enum Command {
-    /// Standby (true) or online (false); acknowledged once applied and in the status.
-    Standby(bool, oneshot::Sender<()>),
+    /// Standby (true) or online (false); acknowledged (always true) once applied and in the
+    /// status.
+    Standby(bool, oneshot::Sender<bool>),
     /// An operator's placement request; acknowledged (false: no such group) once applied.
     Place(GroupId, OperatorPref, oneshot::Sender<bool>),
     Shutdown {
@@ -149,22 +150,28 @@ impl NodeControl {
     /// it away ([`OperatorPref::Avoid`]) or clear the request ([`OperatorPref::None`]); see
     /// [`ha_core::node::Node::request_placement`]. Returns once applied and in the status.
     pub async fn place(&self, group: &GroupId, pref: OperatorPref) -> Result<()> {
-        let (ack, done) = oneshot::channel();
-        self.send(Command::Place(group.clone(), pref, ack)).await?;
-        match done.await {
-            Ok(true) => Ok(()),
-            Ok(false) => Err(Error::Control(format!(
+        if self
+            .apply(|ack| Command::Place(group.clone(), pref, ack))
+            .await?
+        {
+            Ok(())
+        } else {
+            Err(Error::Control(format!(
                 "no group `{group}` in this cluster"
-            ))),
-            Err(_) => Err(Error::Config(
-                "node runtime stopped before applying the command".into(),
-            )),
+            )))
         }
     }
 
     async fn set_standby(&self, on: bool) -> Result<()> {
+        self.apply(|ack| Command::Standby(on, ack))
+            .await
+            .map(|_| ())
+    }
+
+    /// Send the command `make` builds around an acknowledgement and wait for it.
+    async fn apply(&self, make: impl FnOnce(oneshot::Sender<bool>) -> Command) -> Result<bool> {
         let (ack, done) = oneshot::channel();
-        self.send(Command::Standby(on, ack)).await?;
+        self.send(make(ack)).await?;
         done.await
             .map_err(|_| Error::Config("node runtime stopped before applying the command".into()))
     }
@@ -497,15 +504,11 @@ impl Driver {
         let mut shutdown: Option<(tokio::time::Instant, oneshot::Sender<bool>)> = None;
         let mut standby_done = false;
         // Operator commands applied but not yet in the status snapshot.
-        let mut acks: Vec<oneshot::Sender<()>> = Vec::new();
-        let mut place_acks: Vec<(oneshot::Sender<bool>, bool)> = Vec::new();
+        let mut acks: Vec<(oneshot::Sender<bool>, bool)> = Vec::new();
         loop {
             standby_done |= self.pump(&done_tx);
-            for ack in acks.drain(..) {
-                let _ = ack.send(());
-            }
-            for (ack, known) in place_acks.drain(..) {
-                let _ = ack.send(known);
+            for (ack, applied) in acks.drain(..) {
+                let _ = ack.send(applied);
             }
             // StandbyDone means our groups are stopped; stay until a peer actually runs them,
             // because it may still need our grant (leaving now would make it wait for our
@@ -543,7 +546,7 @@ impl Driver {
                         }
                         self.keep_operator_state(|st| st.standby = on);
                         self.status_dirty = true;
-                        acks.push(ack);
+                        acks.push((ack, true));
                     }
                     Some(Command::Place(group, pref, ack)) => {
                         let known = self.node.request_placement(self.now(), &group, pref);
@@ -551,7 +554,7 @@ impl Driver {
                             self.keep_operator_state(|st| st.set(&group, pref));
                         }
                         self.status_dirty = true;
-                        place_acks.push((ack, known));
+                        acks.push((ack, known));
                     }
                     Some(Command::Shutdown { timeout, done }) => {
                         tracing::info!(node = %self.node.id(), ?timeout, "graceful shutdown: handing groups over");

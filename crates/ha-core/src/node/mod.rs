@@ -385,15 +385,7 @@ impl Node {
     /// Graceful shutdown: hand every group to the peers; [`Event::StandbyDone`] follows when
     /// this node runs nothing any more.
     pub fn request_standby(&mut self, now: Timestamp) {
-        self.enter(now);
-        if !self.standby {
-            info!(node = %self.me, "standby requested");
-            self.standby = true;
-            self.standby_reported = false;
-            self.dirty = true;
-            self.hb_needed = true;
-        }
-        self.step(self.now);
+        self.set_standby(now, true);
     }
 
     /// Leave standby (heartbeat's return from `hb_standby`, Pacemaker's `node online`): the
@@ -401,10 +393,18 @@ impl Node {
     /// through the takeover handshake; without it they stay where they run. No-op when not in
     /// standby.
     pub fn request_online(&mut self, now: Timestamp) {
+        self.set_standby(now, false);
+    }
+
+    fn set_standby(&mut self, now: Timestamp, on: bool) {
         self.enter(now);
-        if self.standby {
-            info!(node = %self.me, "leaving standby");
-            self.standby = false;
+        if self.standby != on {
+            if on {
+                info!(node = %self.me, "standby requested");
+            } else {
+                info!(node = %self.me, "leaving standby");
+            }
+            self.standby = on;
             self.standby_reported = false;
             self.dirty = true;
             self.hb_needed = true;
