@@ -25,7 +25,7 @@ use ha_core::resource::{Resource, ResourceRegistry};
 use ha_core::{OcfCode, ResourceId};
 use ha_lvs::agent::DirectorResource;
 use ha_lvs::checker::driver::Checker;
-use ha_lvs::checker::{Monitor, MonitorConfig};
+use ha_lvs::checker::{Monitor, MonitorConfig, reload};
 use ha_lvs::ipvsadm::{SaveOptions, write_rules};
 use ha_lvs::netlink::IpvsClient;
 use ha_lvs::{keepalived, ldirectord};
@@ -180,11 +180,13 @@ impl Ldirectord {
         let watcher = cf.autoreload.then(|| {
             let (c, src) = (checker.clone(), self.src.clone());
             let poll = Duration::from_secs(1);
+            // The same loader as the start, whichever the format.
             tokio::spawn(async move {
-                match src.format {
-                    Format::Ldirectord => ldirectord::watch_and_reload(src.path, &c, poll).await,
-                    Format::Keepalived => keepalived::watch_and_reload(src.path, &c, poll).await,
-                }
+                let path = src.path.clone();
+                reload::watch_file(path, &c, poll, |_| {
+                    load_cf(&src).map(|cf| (cf.monitor, cf.warnings))
+                })
+                .await
             })
         });
         if let Ok(mut r) = self.running.lock() {
