@@ -9,6 +9,13 @@
 //! * [`DetectorKind::PhiAccrual`]: the link is declared down when phi exceeds the threshold,
 //!   never earlier than [`Timing::detection_floor`] and never later than deadtime.
 //!
+//! * unreachable: the transport learned that the peer's host has nothing listening for our
+//!   heartbeats on a link (ICMP port unreachable): its process is gone while its kernel still
+//!   answers. The link is then declared down once it has been silent for keepalive x 1.25 (the
+//!   next heartbeat is overdue), not deadtime. A heartbeat on the link clears the report, so a
+//!   forged or stale report costs nothing while the peer keeps sending; after [`MAX_REFUTED`]
+//!   such refuted reports the link's reports are ignored until it goes down.
+//!
 //! The tracker also implements the time shift used by the self-stall guard: time the local node
 //! spent not running does not count as peer silence ([`Liveness::shift`]).
 
@@ -68,6 +75,18 @@ impl Timing {
     }
 }
 
+/// Reports on a link that later heartbeats proved wrong before the reports are ignored until
+/// the link goes down: a peer that is heard while its host keeps answering "port unreachable"
+/// (a wrong peer address, forged ICMP) must not shorten its deadtime for good.
+pub const MAX_REFUTED: u8 = 3;
+
+/// How long a link reported unreachable may stay silent: the next heartbeat is due after one
+/// keepalive; a quarter keepalive more covers the sender's scheduling and network jitter (a
+/// report is only wrong when forged or misdirected, and refuted ones stop counting).
+pub fn unreachable_after(timing: &Timing) -> Duration {
+    timing.keepalive + timing.keepalive / 4
+}
+
 /// Liveness of a peer as a whole.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 #[serde(rename_all = "snake_case")]
@@ -119,6 +138,10 @@ struct LinkState {
     last_seq: u64,
     up: bool,
     intervals: VecDeque<u64>,
+    /// The peer's host reported nothing listening on this link since the last heartbeat.
+    unreachable: bool,
+    /// Reports a later heartbeat proved wrong since the link came up.
+    refuted: u8,
 }
 
 /// Liveness of one peer.
@@ -284,6 +307,10 @@ impl Liveness {
             }
         }
         ls.last_heard = Some(now);
+        if ls.unreachable {
+            ls.unreachable = false;
+            ls.refuted = ls.refuted.saturating_add(1);
+        }
         if !ls.up {
             ls.up = true;
             events.push(LivenessEvent::LinkUp(from, link));
@@ -319,16 +346,56 @@ impl Liveness {
         }
     }
 
+    /// When link `l` is declared down if nothing more is heard (None: it is down).
+    fn link_deadline(timing: &Timing, l: &LinkState) -> Option<Timestamp> {
+        let (true, Some(h)) = (l.up, l.last_heard) else {
+            return None;
+        };
+        let silent = Self::detect_after(timing, l);
+        Some(if l.unreachable {
+            h + silent.min(unreachable_after(timing))
+        } else {
+            h + silent
+        })
+    }
+
+    /// The peer's host reported nothing listening for our heartbeats on `link` (ICMP port
+    /// unreachable). Returns true when this brought the link's deadline forward.
+    pub fn on_unreachable(&mut self, from: NodeId, link: LinkId) -> bool {
+        let Some(l) = self
+            .peers
+            .get_mut(&from)
+            .and_then(|p| p.links.get_mut(usize::from(link.0)))
+        else {
+            return false;
+        };
+        if !l.up || l.refuted >= MAX_REFUTED {
+            return false;
+        }
+        let first = !l.unreachable;
+        l.unreachable = true;
+        first
+    }
+
+    /// True when the reports on `link` about `from` are ignored: heartbeats kept arriving
+    /// after [`MAX_REFUTED`] of them.
+    pub fn unreachable_refuted(&self, from: NodeId, link: LinkId) -> bool {
+        self.peers
+            .get(&from)
+            .and_then(|p| p.links.get(usize::from(link.0)))
+            .is_some_and(|l| l.refuted >= MAX_REFUTED)
+    }
+
     /// Declare links and peers dead whose time is up.
     pub fn check(&mut self, now: Timestamp, events: &mut Vec<LivenessEvent>) {
         let timing = self.timing;
         let initdead_over = now.saturating_since(self.boot) >= timing.initdead;
         for p in self.peers.values_mut() {
             for (i, l) in p.links.iter_mut().enumerate() {
-                if let (true, Some(h)) = (l.up, l.last_heard)
-                    && now.saturating_since(h) >= Self::detect_after(&timing, l)
-                {
+                if Self::link_deadline(&timing, l).is_some_and(|d| now >= d) {
                     l.up = false;
+                    l.unreachable = false;
+                    l.refuted = 0;
                     l.intervals.clear();
                     let link = LinkId(u8::try_from(i).unwrap_or(u8::MAX));
                     events.push(LivenessEvent::LinkDown(p.node, link));
@@ -360,8 +427,8 @@ impl Liveness {
                 consider(self.boot + self.timing.initdead);
             }
             for l in &p.links {
-                if let (true, Some(h)) = (l.up, l.last_heard) {
-                    consider(h + Self::detect_after(&self.timing, l));
+                if let Some(d) = Self::link_deadline(&self.timing, l) {
+                    consider(d);
                 }
             }
         }
@@ -391,6 +458,8 @@ impl Liveness {
     pub fn mark_down(&mut self, node: NodeId, events: &mut Vec<LivenessEvent>) {
         if let Some(p) = self.peers.get_mut(&node) {
             for (i, l) in p.links.iter_mut().enumerate() {
+                l.unreachable = false;
+                l.refuted = 0;
                 if l.up {
                     l.up = false;
                     events.push(LivenessEvent::LinkDown(
@@ -499,6 +568,89 @@ mod tests {
                 LivenessEvent::PeerDown(NodeId(2))
             ]
         );
+    }
+
+    #[test]
+    fn unreachable_link_goes_down_once_the_next_heartbeat_is_overdue() {
+        // keepalive 100: an unreachable link is down 125 after it was last heard.
+        let mut lv = Liveness::new(timing(), [NodeId(2)], 2, t(0)).unwrap();
+        let mut ev = vec![];
+        lv.on_heartbeat(t(100), NodeId(2), LinkId(0), 1, 1, &mut ev);
+        lv.on_heartbeat(t(100), NodeId(2), LinkId(1), 1, 1, &mut ev);
+        assert!(!lv.on_unreachable(NodeId(9), LinkId(0)), "unknown peer");
+        assert!(!lv.on_unreachable(NodeId(2), LinkId(7)), "unknown link");
+        assert!(lv.on_unreachable(NodeId(2), LinkId(0)));
+        assert!(!lv.on_unreachable(NodeId(2), LinkId(0)), "already reported");
+        assert_eq!(lv.next_deadline(), Some(t(225)));
+        ev.clear();
+        lv.check(t(224), &mut ev);
+        assert!(ev.is_empty());
+        lv.check(t(225), &mut ev);
+        // Only the reported link: the other one still waits for deadtime.
+        assert_eq!(ev, vec![LivenessEvent::LinkDown(NodeId(2), LinkId(0))]);
+        assert_eq!(lv.peer(NodeId(2)).unwrap().state, PeerState::Up);
+        assert_eq!(lv.next_deadline(), Some(t(600)));
+        // Both links reported: the peer is down when the last one's heartbeat is overdue.
+        lv.on_heartbeat(t(300), NodeId(2), LinkId(0), 1, 2, &mut ev);
+        lv.on_heartbeat(t(300), NodeId(2), LinkId(1), 1, 2, &mut ev);
+        assert!(lv.on_unreachable(NodeId(2), LinkId(0)));
+        assert!(lv.on_unreachable(NodeId(2), LinkId(1)));
+        ev.clear();
+        lv.check(t(424), &mut ev);
+        assert!(ev.is_empty());
+        lv.check(t(425), &mut ev);
+        assert_eq!(
+            ev,
+            vec![
+                LivenessEvent::LinkDown(NodeId(2), LinkId(0)),
+                LivenessEvent::LinkDown(NodeId(2), LinkId(1)),
+                LivenessEvent::PeerDown(NodeId(2))
+            ]
+        );
+        // A down link cannot be reported; a heartbeat brings it back without the mark.
+        assert!(!lv.on_unreachable(NodeId(2), LinkId(0)));
+        lv.on_heartbeat(t(500), NodeId(2), LinkId(0), 1, 3, &mut ev);
+        assert_eq!(lv.next_deadline(), Some(t(1000)));
+    }
+
+    #[test]
+    fn a_heartbeat_clears_an_unreachable_report() {
+        let mut lv = Liveness::new(timing(), [NodeId(2)], 1, t(0)).unwrap();
+        let mut ev = vec![];
+        lv.on_heartbeat(t(100), NodeId(2), LinkId(0), 1, 1, &mut ev);
+        assert!(lv.on_unreachable(NodeId(2), LinkId(0)));
+        lv.on_heartbeat(t(200), NodeId(2), LinkId(0), 1, 2, &mut ev);
+        assert_eq!(lv.next_deadline(), Some(t(700)));
+        ev.clear();
+        lv.check(t(650), &mut ev);
+        assert!(ev.is_empty(), "the report was cleared: {ev:?}");
+    }
+
+    #[test]
+    fn reports_refuted_by_heartbeats_are_ignored_until_the_link_goes_down() {
+        let mut lv = Liveness::new(timing(), [NodeId(2)], 1, t(0)).unwrap();
+        let mut ev = vec![];
+        let mut seq = 0;
+        let mut beat = |lv: &mut Liveness, at: u64, ev: &mut Vec<LivenessEvent>| {
+            seq += 1;
+            lv.on_heartbeat(t(at), NodeId(2), LinkId(0), 1, seq, ev);
+        };
+        beat(&mut lv, 0, &mut ev);
+        for i in 1..=u64::from(MAX_REFUTED) {
+            assert!(lv.on_unreachable(NodeId(2), LinkId(0)), "report {i}");
+            beat(&mut lv, i * 100, &mut ev);
+        }
+        assert!(lv.unreachable_refuted(NodeId(2), LinkId(0)));
+        assert!(!lv.on_unreachable(NodeId(2), LinkId(0)), "ignored now");
+        let last = u64::from(MAX_REFUTED) * 100;
+        assert_eq!(lv.next_deadline(), Some(t(last + 500)), "deadtime rules");
+        // The link goes down: reports count again once it is back.
+        ev.clear();
+        lv.check(t(last + 500), &mut ev);
+        assert!(ev.contains(&LivenessEvent::PeerDown(NodeId(2))));
+        beat(&mut lv, last + 600, &mut ev);
+        assert!(!lv.unreachable_refuted(NodeId(2), LinkId(0)));
+        assert!(lv.on_unreachable(NodeId(2), LinkId(0)));
     }
 
     #[test]

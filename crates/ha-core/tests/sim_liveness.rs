@@ -124,6 +124,76 @@ fn crash_of_active_node_fails_over_within_deadtime_plus_start() {
     );
 }
 
+/// A crashed daemon's host answers "port unreachable": in two-node clusters the peer fails
+/// over once the next heartbeat is overdue (1.25 x keepalive after it was last heard), long
+/// before deadtime. Under majority quorum the report is ignored (leases) and deadtime rules.
+#[test]
+fn crash_reported_unreachable_fails_over_before_deadtime_in_two_node_clusters() {
+    let t0 = Instant::now();
+    let nfs = GroupId::from("nfs");
+    let mut count = 0;
+    let (mut fastest_majority, mut slowest_two_node) = (Duration::MAX, Duration::ZERO);
+    for seed in seeds(600) {
+        let mut rng = ChaCha8Rng::seed_from_u64(seed);
+        let model = flavour(&mut rng);
+        let majority = model.policy.quorum == QuorumMode::Majority;
+        let c = cfg(&mut rng);
+        let timing = model.timing;
+        let start_max = c.start_time.1 * 4;
+        let (delay_max, fence) = (c.delay_max, c.fence_delay);
+        let mut sim = Sim::new(model, c, seed).unwrap();
+        assert!(
+            sim.run_until_pred(ms(2000), |s| s.running_on(&nfs) == Some(NodeId(1))),
+            "seed {seed}: never started"
+        );
+        sim.run_for(Duration::from_millis(rng.gen_range(0..300)));
+        let crash_at = sim.now();
+        sim.apply(Fault::Crash(NodeId(1)));
+        assert!(
+            sim.run_until_pred(crash_at + Duration::from_secs(3), |s| s
+                .running_on(&nfs)
+                .is_some_and(|n| n != NodeId(1))),
+            "seed {seed}: no failover"
+        );
+        let took = sim.now() - crash_at;
+        if majority {
+            fastest_majority = fastest_majority.min(took);
+            // Declared dead no earlier than deadtime after the last heartbeat arrived.
+            assert!(
+                took + timing.keepalive + delay_max >= timing.deadtime,
+                "seed {seed}: majority cluster failed over in {took:?}, before deadtime"
+            );
+        } else {
+            slowest_two_node = slowest_two_node.max(took);
+            // The report arrives within keepalive + 2 x delay; the link is down 1.25 x keepalive
+            // after the last heartbeat arrived; then fencing and the starts.
+            let bound = timing.keepalive * 5 / 4 + delay_max * 2 + fence + start_max;
+            assert!(
+                took <= bound,
+                "seed {seed}: two-node failover took {took:?}, bound {bound:?}"
+            );
+            assert!(
+                bound < timing.deadtime + start_max,
+                "the bound must beat deadtime"
+            );
+        }
+        assert!(
+            sim.violations().is_empty(),
+            "seed {seed}: {:?}",
+            sim.violations()
+        );
+        count += 1;
+    }
+    report("failover after a crash reported unreachable", count, t0);
+    println!(
+        "two-node slowest {} ms, majority fastest {} ms (deadtime {} ms)",
+        slowest_two_node.as_millis(),
+        fastest_majority.as_millis(),
+        500
+    );
+    assert!(slowest_two_node > Duration::ZERO && fastest_majority < Duration::MAX);
+}
+
 fn failback_case(seed: u64, auto_failback: bool) {
     let nfs = GroupId::from("nfs");
     let mut rng = ChaCha8Rng::seed_from_u64(seed);

@@ -312,6 +312,10 @@ pub struct Counters {
     pub control_lost: u64,
     /// Duplicate control messages (already delivered) ignored.
     pub duplicates: u64,
+    /// "Port unreachable" answers to our frames from a peer's host, handed to ha-core.
+    pub unreachable_reports: u64,
+    /// "Port unreachable" answers from an address no peer was heard from (ignored).
+    pub unreachable_unknown: u64,
 }
 
 impl Counters {

@@ -3,6 +3,7 @@
 //! only moves bytes, time and action outcomes in and outputs out.
 
 use std::collections::BTreeMap;
+use std::net::{IpAddr, SocketAddr};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
@@ -11,14 +12,14 @@ use ha_core::message::{GroupState, Message, OperatorPref};
 use ha_core::model::ClusterModel;
 use ha_core::node::{ActionId, Event, Node, NodeStatus, Output, ResourceAction};
 use ha_core::resource::{AgentOptions, Resource, agent_for, run_with_timeout};
-use ha_core::{GroupId, NodeId, OcfCode, ResourceId, Timestamp};
+use ha_core::{GroupId, LinkId, NodeId, OcfCode, ResourceId, Timestamp};
 use serde::Serialize;
 use tokio::sync::{broadcast, mpsc, oneshot, watch};
 use tokio::task::JoinHandle;
 
 use crate::alarm::Alarm;
 use crate::auth::{Counters, Keyring};
-use crate::media::{Inbound, Media, RecvBatch};
+use crate::media::{Inbound, Media, RecvBatch, UnreachableWatch};
 use crate::operator_state::OperatorState;
 use crate::ping::{PingConfig, spawn_pinger};
 use crate::reannounce::Reannounce;
@@ -31,8 +32,9 @@ pub const STATUS_REFRESH: Duration = Duration::from_millis(100);
 
 /// Keepalives up to this short make [`NodeRuntime::start`] drain the UDP media from the
 /// node's timer ticks instead of waking for every received frame (see
-/// [`RuntimeConfig::poll_media`]).
-pub const POLL_MEDIA_MAX_KEEPALIVE: Duration = Duration::from_millis(10);
+/// [`RuntimeConfig::poll_media`]): received control messages then wait up to one keepalive,
+/// 20 ms at most, which no handshake notices; liveness uses the kernel's arrival stamps.
+pub const POLL_MEDIA_MAX_KEEPALIVE: Duration = Duration::from_millis(20);
 
 /// A fencing hook: power off or reset `node`, true on success.
 pub type FenceFn =
@@ -64,6 +66,11 @@ pub struct RuntimeConfig {
     /// Keep the operator's standby and move/ban requests in this file across restarts
     /// ([`crate::operator_state`]); `None`: they last as long as the process.
     pub state_file: Option<PathBuf>,
+    /// Act on "port unreachable" answers to our unicast heartbeats: the peer's host is up but
+    /// its daemon is gone, so in two-node and no-quorum clusters the link is declared down as
+    /// soon as its next heartbeat is overdue instead of after deadtime
+    /// ([`ha_core::Node::handle_unreachable`]). Default on.
+    pub unreachable_reports: bool,
 }
 
 impl std::fmt::Debug for RuntimeConfig {
@@ -88,6 +95,7 @@ impl RuntimeConfig {
             session: None,
             poll_media: None,
             state_file: None,
+            unreachable_reports: true,
         }
     }
 }
@@ -307,6 +315,16 @@ impl NodeRuntime {
             Some(spawn_pinger(pc, ping_tx)?)
         };
         let media_polled = media.has_polled();
+        let unreachable = if cfg.unreachable_reports {
+            media.unreachable_watch()?
+        } else {
+            None
+        };
+        let mut others = model.nodes.iter().map(|n| n.id).filter(|&n| n != me);
+        let lone_peer = match (others.next(), others.next()) {
+            (Some(p), None) => Some(p),
+            _ => None,
+        };
         let driver = Driver {
             node,
             session,
@@ -323,6 +341,9 @@ impl NodeRuntime {
             rx_batch: media_polled.then(|| Box::new(RecvBatch::default())),
             poll_every: model.timing.keepalive.max(Duration::from_millis(1)),
             reannounce: Reannounce::new(),
+            unreachable,
+            senders: BTreeMap::new(),
+            lone_peer,
             operator,
             group_members: model
                 .groups
@@ -443,10 +464,38 @@ struct Driver {
     reannounce: Reannounce,
     /// Resources of each group, for [`crate::floating_ip::reannounce`].
     group_members: BTreeMap<GroupId, Vec<ResourceId>>,
+    /// Wakes on "port unreachable" from a peer's host (taken by `run`).
+    unreachable: Option<UnreachableWatch>,
+    /// Which peer each (link, source address) carried authenticated frames from: tells whom
+    /// a "port unreachable" is about.
+    senders: BTreeMap<(LinkId, IpAddr), NodeId>,
+    /// The only peer of a two-node cluster (every report is about it).
+    lone_peer: Option<NodeId>,
     /// The operator's requests and the file they are kept in, if any.
     operator: Option<(PathBuf, OperatorState)>,
     _keep: mpsc::Sender<Inbound>,
     _pinger: Option<crate::ping::Pinger>,
+}
+
+/// Remember that `from` sends on `link` from `src` (a map write only when it changes).
+fn learn_sender(
+    senders: &mut BTreeMap<(LinkId, IpAddr), NodeId>,
+    link: LinkId,
+    src: SocketAddr,
+    from: NodeId,
+) {
+    let key = (link, src.ip());
+    if senders.get(&key) != Some(&from) {
+        senders.insert(key, from);
+    }
+}
+
+/// Wait for the error watch, forever without one.
+async fn wait_unreachable(w: Option<&UnreachableWatch>) -> Result<()> {
+    match w {
+        Some(w) => w.wait().await,
+        None => std::future::pending().await,
+    }
 }
 
 enum Done {
@@ -505,6 +554,8 @@ impl Driver {
         let mut standby_done = false;
         // Operator commands applied but not yet in the status snapshot.
         let mut acks: Vec<(oneshot::Sender<bool>, bool)> = Vec::new();
+        // A local: its future lives in the select below while the handlers borrow `self`.
+        let mut unreachable = self.unreachable.take();
         loop {
             standby_done |= self.pump(&done_tx);
             for (ack, applied) in acks.drain(..) {
@@ -584,12 +635,19 @@ impl Driver {
                 }
                 Some(f) = inbound.recv() => {
                     let now = self.now();
-                    let _ = self.session.receive(now, f.link, &f.frame);
+                    self.receive_inbound(now, &f);
                     // Take whatever else already arrived before running the state machine.
                     while let Ok(f) = inbound.try_recv() {
-                        let _ = self.session.receive(now, f.link, &f.frame);
+                        self.receive_inbound(now, &f);
                     }
                 }
+                r = wait_unreachable(unreachable.as_ref()) => match r {
+                    Ok(()) => self.on_unreachable(),
+                    Err(e) => {
+                        tracing::error!(error = %e, "udp error watch failed; deadtime alone detects dead peers now");
+                        unreachable = None;
+                    }
+                },
                 Some(ok) = ping.recv() => self.node.handle_ping(self.now(), ok),
                 () = alarm.wait() => {
                     // Frames that waited in polled media count before any deadline does.
@@ -604,6 +662,44 @@ impl Driver {
                 }
             }
         }
+    }
+
+    /// Hand one frame from a media task to the session, learning who sent it from where.
+    fn receive_inbound(&mut self, now: Timestamp, f: &Inbound) {
+        if let Ok(from) = self.session.receive(now, f.link, &f.frame)
+            && let Some(src) = f.source
+        {
+            learn_sender(&mut self.senders, f.link, src, from);
+        }
+    }
+
+    /// Some unicast medium has ICMP errors queued: tell ha-core about every peer whose host
+    /// answered "port unreachable". Frames already waiting are read first, so a heartbeat that
+    /// arrived before the report still counts.
+    fn on_unreachable(&mut self) {
+        self.drain_polled();
+        let mut reports = Vec::new();
+        self.media
+            .poll_unreachable(|link, dest| reports.push((link, dest)));
+        let now = self.now();
+        for (link, dest) in reports {
+            let peer = self
+                .senders
+                .get(&(link, dest.ip()))
+                .copied()
+                .or(self.lone_peer);
+            self.session.note_unreachable(peer.is_some());
+            match peer {
+                Some(p) => {
+                    tracing::debug!(%link, %dest, peer = %p, "port unreachable");
+                    self.node.handle_unreachable(now, p, link);
+                }
+                None => {
+                    tracing::debug!(%link, %dest, "port unreachable from an address no peer was heard from")
+                }
+            }
+        }
+        self.status_dirty = true;
     }
 
     /// Feed every frame waiting in polled media to the session and the state machine, each at
@@ -627,19 +723,24 @@ impl Driver {
             session,
             node,
             reannounce,
+            senders,
             rx_batch: Some(rx_batch),
             ..
         } = self
         else {
             return false;
         };
-        let n = media.poll_receive(rx_batch, |link, frame, stamp| {
-            let arrived = stamp.map_or(now, |s| {
+        let n = media.poll_receive(rx_batch, |link, r| {
+            let arrived = r.stamp.map_or(now, |s| {
                 let age = wall.saturating_sub(s);
                 Timestamp::from_duration(now.as_duration().saturating_sub(age))
             });
             t = t.max(arrived.min(now));
-            let _ = session.receive(t, link, frame);
+            if let Ok(from) = session.receive(t, link, r.frame)
+                && let Some(src) = r.source
+            {
+                learn_sender(senders, link, src, from);
+            }
             while let Some(d) = session.poll_delivered() {
                 reannounce.on_message(d.from, &d.message);
                 node.handle_message(t, d.from, d.link, d.message);

@@ -367,8 +367,18 @@ impl<M: WireMessage> Session<M> {
         }
     }
 
-    /// Process one received frame. Returns why it was dropped, if it was (already counted).
-    pub fn receive(&mut self, now: Timestamp, link: LinkId, buf: &[u8]) -> Result<(), Dropped> {
+    /// Count a "port unreachable" answer: `attributed` when it was about a known peer.
+    pub fn note_unreachable(&mut self, attributed: bool) {
+        if attributed {
+            self.counters.unreachable_reports += 1;
+        } else {
+            self.counters.unreachable_unknown += 1;
+        }
+    }
+
+    /// Process one received frame. Returns its authenticated sender, or why it was dropped
+    /// (already counted).
+    pub fn receive(&mut self, now: Timestamp, link: LinkId, buf: &[u8]) -> Result<NodeId, Dropped> {
         self.counters.frames_received += 1;
         let r = self.receive_inner(now, link, buf);
         if let Err(d) = &r {
@@ -396,7 +406,12 @@ impl<M: WireMessage> Session<M> {
         r
     }
 
-    fn receive_inner(&mut self, now: Timestamp, link: LinkId, buf: &[u8]) -> Result<(), Dropped> {
+    fn receive_inner(
+        &mut self,
+        now: Timestamp,
+        link: LinkId,
+        buf: &[u8],
+    ) -> Result<NodeId, Dropped> {
         let raw = wire::parse(buf).map_err(Dropped::Malformed)?;
         let h = raw.header;
         if h.cluster != self.cfg.cluster {
@@ -495,7 +510,7 @@ impl<M: WireMessage> Session<M> {
             Body::Skip { upto } if for_me => self.skip(h.sender, h.incarnation, upto),
             Body::Ack { .. } | Body::Nack { .. } | Body::Skip { .. } => {}
         }
-        Ok(())
+        Ok(h.sender)
     }
 
     fn receive_control(&mut self, now: Timestamp, link: LinkId, h: &Header, m: M) {

@@ -246,7 +246,7 @@ async fn polled_udp_medium_drains_with_arrival_stamps() {
     assert!(b.has_polled() && !a.has_polled());
     let mut buf = ha_net::media::RecvBatch::default();
     assert_eq!(
-        b.poll_receive(&mut buf, |_, _, _| panic!("nothing sent yet")),
+        b.poll_receive(&mut buf, |_, _| panic!("nothing sent yet")),
         0
     );
     // The kernel turns receive stamping on from a work queue shortly after the option.
@@ -259,8 +259,12 @@ async fn polled_udp_medium_drains_with_arrival_stamps() {
         .duration_since(std::time::UNIX_EPOCH)
         .unwrap();
     let mut got = Vec::new();
-    let n = b.poll_receive(&mut buf, |link, frame, stamp| {
-        got.push((link, frame.to_vec(), stamp));
+    let n = b.poll_receive(&mut buf, |link, r| {
+        assert_eq!(
+            r.source,
+            Some(format!("127.0.0.1:{}", ports[0]).parse().unwrap())
+        );
+        got.push((link, r.frame.to_vec(), r.stamp));
     });
     assert_eq!(n, 3);
     for (i, (link, frame, stamp)) in got.iter().enumerate() {
@@ -273,7 +277,78 @@ async fn polled_udp_medium_drains_with_arrival_stamps() {
             "{stamp:?} vs {before_drain:?}"
         );
     }
-    assert_eq!(b.poll_receive(&mut buf, |_, _, _| panic!("drained")), 0);
+    assert_eq!(b.poll_receive(&mut buf, |_, _| panic!("drained")), 0);
+}
+
+/// "Port unreachable" for a unicast heartbeat wakes the error watch and is reported with its
+/// destination; received frames do not wake the watch (polled media stay polled).
+#[tokio::test(flavor = "current_thread")]
+async fn port_unreachable_wakes_the_watch_and_names_the_destination() {
+    let closed = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+    let dead = closed.local_addr().unwrap();
+    drop(closed);
+    let sender = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+    let port = std::net::UdpSocket::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let mut m = Media::new();
+    m.add_udp_polled(
+        "ucast",
+        &UdpConfig {
+            interface: String::new(),
+            port,
+            bind: Some("127.0.0.1".parse().unwrap()),
+            mode: UdpMode::Unicast { peers: vec![dead] },
+        },
+    )
+    .unwrap();
+    let watch = m
+        .unreachable_watch()
+        .unwrap()
+        .expect("unicast media are watched");
+    // Traffic to the medium is not an error: the watch stays quiet.
+    for i in 0..3u8 {
+        sender.send_to(&test_frame(i), ("127.0.0.1", port)).unwrap();
+    }
+    let quiet = tokio::time::timeout(Duration::from_millis(100), watch.wait()).await;
+    assert!(quiet.is_err(), "received frames woke the error watch");
+    let mut buf = ha_net::media::RecvBatch::default();
+    assert_eq!(m.poll_receive(&mut buf, |_, _| {}), 3);
+    // A heartbeat to a port nobody listens on: the host answers "port unreachable".
+    m.send(None, &test_frame(9));
+    tokio::time::timeout(Duration::from_secs(2), watch.wait())
+        .await
+        .expect("the watch wakes on port unreachable")
+        .unwrap();
+    let mut got = Vec::new();
+    assert_eq!(m.poll_unreachable(|link, dest| got.push((link, dest))), 1);
+    assert_eq!(got, vec![(LinkId(0), dead)]);
+    assert_eq!(m.poll_unreachable(|_, _| panic!("drained")), 0);
+}
+
+/// Multicast and broadcast media draw no ICMP errors: no watch for them.
+#[tokio::test(flavor = "current_thread")]
+async fn only_unicast_media_are_watched_for_port_unreachable() {
+    let mut m = Media::new();
+    assert!(m.unreachable_watch().unwrap().is_none());
+    let port = std::net::UdpSocket::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    m.add_udp_polled(
+        "bcast",
+        &UdpConfig {
+            interface: String::new(),
+            port,
+            bind: Some("127.0.0.1".parse().unwrap()),
+            mode: UdpMode::Broadcast,
+        },
+    )
+    .unwrap();
+    assert!(m.unreachable_watch().unwrap().is_none());
 }
 
 /// The timerfd alarm fires at the set time (not before, and promptly), can be re-armed and

@@ -499,6 +499,30 @@ fn crash_failover_failback_and_graceful_handover() {
     assert!(lost <= 1, "{lost} probes lost during graceful handover");
 }
 
+/// A killed daemon on a live host: the host answers B's next heartbeat with "port
+/// unreachable" and B takes the address once A's next heartbeat is overdue, long before the
+/// 3 s deadtime (polled media: the report wakes B through its error watch).
+#[test]
+fn killed_daemon_fails_over_before_deadtime_through_port_unreachable() {
+    if !testkit::privileged("killed_daemon_fails_over_before_deadtime_through_port_unreachable") {
+        return;
+    }
+    let mut c = started(Opts {
+        timing: (Duration::from_millis(20), Duration::from_secs(3)),
+        ..Opts::default()
+    });
+    c.assert_single_owner_for(Duration::from_millis(200));
+    let t_kill = Instant::now();
+    c.kill(0);
+    let failover = c.wait_answer_from("beta", t_kill, Duration::from_secs(10));
+    eprintln!("MEASURED failover through port unreachable (20 ms / 3 s): {failover:?}");
+    assert!(c.holds_vip(1));
+    assert!(
+        failover < Duration::from_millis(1500),
+        "took {failover:?}: deadtime, not the report, detected the crash"
+    );
+}
+
 #[test]
 fn link_down_moves_the_address() {
     if !testkit::privileged("link_down_moves_the_address") {

@@ -63,10 +63,19 @@ fn start_with_state(
     port: u16,
     state_file: Option<std::path::PathBuf>,
 ) -> TestNode {
+    start_configured(model, id, port, |c| c.state_file = state_file)
+}
+
+fn start_configured(
+    model: &Arc<ClusterModel>,
+    id: u16,
+    port: u16,
+    configure: impl FnOnce(&mut RuntimeConfig),
+) -> TestNode {
     let vip = MemoryResource::new(ResourceId::from("vip"));
     let handle = vip.clone();
     let mut cfg = RuntimeConfig::new(model.clone(), NodeId(id));
-    cfg.state_file = state_file;
+    configure(&mut cfg);
     cfg.agents = AgentOptions {
         registry: ResourceRegistry::new().with("sim", move |_| Ok(Box::new(handle.clone()))),
         ..AgentOptions::default()
@@ -154,6 +163,54 @@ async fn crash_moves_the_group_and_graceful_stop_hands_it_back() {
         b.vip.is_running()
     })
     .await;
+}
+
+/// A daemon killed on a live host: the host answers B's next heartbeat with "port
+/// unreachable" and B takes over once A's next heartbeat is overdue, long before deadtime
+/// (3 s here). With the reports turned off, B waits for deadtime.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn port_unreachable_after_a_crash_fails_over_before_deadtime() {
+    let mut m = model(false);
+    m.timing.deadtime = Duration::from_secs(3);
+    m.timing.warntime = Duration::from_secs(3);
+    m.timing.initdead = Duration::from_secs(3);
+    let model = Arc::new(m);
+    for reports in [true, false] {
+        let port = free_port();
+        let a = start(&model, 1, port);
+        let b = start_configured(&model, 2, port, |c| c.unreachable_reports = reports);
+        wait_for("A runs the group", Duration::from_secs(5), || {
+            a.vip.is_running()
+        })
+        .await;
+        // Both sides heard each other: B knows A's address.
+        wait_for("B hears A", Duration::from_secs(5), || {
+            b.rt.status().transport.frames_accepted > 2
+        })
+        .await;
+        a.rt.abort();
+        a.vip.set_running(false);
+        let took = wait_for("B takes over", Duration::from_secs(10), || {
+            b.vip.is_running()
+        })
+        .await;
+        let st = b.rt.status().transport;
+        eprintln!("reports {reports}: takeover after {took:?}, {st:?}");
+        if reports {
+            assert!(st.unreachable_reports > 0, "{st:?}");
+            assert_eq!(st.unreachable_unknown, 0, "{st:?}");
+            assert!(
+                took < Duration::from_millis(1500),
+                "took {took:?}: the report did not shorten deadtime"
+            );
+        } else {
+            assert_eq!(st.unreachable_reports + st.unreachable_unknown, 0, "{st:?}");
+            assert!(
+                took >= Duration::from_millis(2500),
+                "took {took:?} without reports"
+            );
+        }
+    }
 }
 
 /// Two nodes on loopback, each with a control socket.

@@ -299,7 +299,11 @@ fn replayed_frames_are_dropped_and_counted() {
     introduce(&mut a, &mut b, now);
     a.send(now, None, None, ctl(1)).unwrap();
     let f = frames(&mut a);
-    b.receive(now, LinkId(0), &f[0].1).unwrap();
+    assert_eq!(
+        b.receive(now, LinkId(0), &f[0].1),
+        Ok(A),
+        "the sender, authenticated"
+    );
     assert_eq!(delivered(&mut b), vec![ctl(1)]);
     assert_eq!(
         b.receive(now, LinkId(0), &f[0].1),

@@ -329,6 +329,31 @@ impl Node {
         self.step(now);
     }
 
+    /// The transport learned that `from`'s host has nothing listening for our heartbeats on
+    /// `link` (ICMP port unreachable): its process is gone. The link is then declared down as
+    /// soon as its next heartbeat is overdue ([`crate::liveness::unreachable_after`]) instead
+    /// of after deadtime; a heartbeat on the link cancels the report, and after
+    /// [`crate::liveness::MAX_REFUTED`] cancelled reports the link's reports are ignored until
+    /// it goes down.
+    ///
+    /// Ignored under majority quorum: there a holder's leases assume no peer declares it dead
+    /// before the detection floor, and an early declaration could hand its group on while it
+    /// still runs.
+    pub fn handle_unreachable(&mut self, now: Timestamp, from: NodeId, link: LinkId) {
+        self.enter(now);
+        let now = self.now;
+        if self.majority_grants() {
+            debug!(node = %self.me, peer = %from, %link, "port unreachable ignored: majority quorum relies on leases");
+            return;
+        }
+        if self.liveness.on_unreachable(from, link) {
+            info!(node = %self.me, peer = %from, %link, "peer's port unreachable: its process is gone; link down unless it is heard within 1.25 x keepalive");
+        } else if self.liveness.unreachable_refuted(from, link) {
+            debug!(node = %self.me, peer = %from, %link, "port unreachable ignored: the peer kept sending after earlier reports (wrong peer address or forged ICMP?)");
+        }
+        self.step(now);
+    }
+
     /// A resource operation finished.
     pub fn handle_action_done(&mut self, now: Timestamp, action: ActionId, outcome: OcfCode) {
         self.enter(now);

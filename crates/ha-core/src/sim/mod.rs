@@ -6,7 +6,9 @@
 //!
 //! Faults: per-link loss, delay with jitter (reordering), partitions, crashes and restarts (new
 //! incarnation), timer stalls (the node's timers, messages and action results are held back
-//! and delivered when it resumes), clock jumps, ping-node loss, injected OCF results.
+//! and delivered when it resumes), clock jumps, ping-node loss, injected OCF results. A message
+//! to a crashed node comes back as "port unreachable" (its host still answers, as after a
+//! daemon crash), and forged reports of that kind can be injected.
 //!
 //! Ground truth: a resource counts as active on a node from the moment its start is issued until
 //! its stop succeeds or the node crashes (a fenced node is crashed). [`Sim::violations`] lists
@@ -97,6 +99,9 @@ pub enum Fault {
     Operator(NodeId, GroupId, OperatorPref),
     /// The next `op` of `resource` on the node returns `code`.
     Inject(NodeId, ResourceId, ResourceOp, OcfCode),
+    /// The first node gets a (forged or stale) report that nothing listens on the second
+    /// node's end of every link, as an ICMP port unreachable would tell it.
+    Unreachable(NodeId, NodeId),
 }
 
 /// What the log records.
@@ -177,6 +182,12 @@ enum Ev {
     },
     Resume {
         node: NodeId,
+    },
+    /// `about`'s host answered a message from `to` with "port unreachable".
+    Unreachable {
+        to: NodeId,
+        about: NodeId,
+        link: LinkId,
     },
     Fault(Fault),
 }
@@ -471,7 +482,7 @@ impl Sim {
     fn dispatch(&mut self, ev: Ev) {
         // Events for a stalled node wait until it resumes.
         let target = match &ev {
-            Ev::Deliver { to, .. } => Some(*to),
+            Ev::Deliver { to, .. } | Ev::Unreachable { to, .. } => Some(*to),
             Ev::Timer { node } | Ev::ActionDone { node, .. } => Some(*node),
             Ev::FenceDone { fencer, .. } => Some(*fencer),
             Ev::Resume { .. } | Ev::Fault(_) => None,
@@ -495,9 +506,21 @@ impl Sim {
                 let Some(i) = self.idx(to) else { return };
                 let now = self.local_now(i);
                 let Some(node) = self.nodes[i].node.as_mut() else {
+                    // Nothing listens on a crashed node: its host answers "port unreachable"
+                    // (a lossy path may eat that too).
+                    self.send_unreachable(from, to, link);
                     return;
                 };
                 node.handle_message(now, from, link, *msg);
+                self.after_call(i);
+            }
+            Ev::Unreachable { to, about, link } => {
+                let Some(i) = self.idx(to) else { return };
+                let now = self.local_now(i);
+                let Some(node) = self.nodes[i].node.as_mut() else {
+                    return;
+                };
+                node.handle_unreachable(now, about, link);
                 self.after_call(i);
             }
             Ev::Timer { node } => {
@@ -601,6 +624,7 @@ impl Sim {
             | Fault::Online(n)
             | Fault::Operator(n, ..)
             | Fault::Inject(n, ..)
+            | Fault::Unreachable(n, _)
             | Fault::Cut(n, _) => *n,
             Fault::Partition(s) => s.first().copied().unwrap_or(NodeId(0)),
             Fault::Heal | Fault::Loss(_) => NodeId(0),
@@ -680,7 +704,26 @@ impl Sim {
                 }
             }
             Fault::Inject(n, r, op, code) => self.injections.push((n, r, op, code)),
+            Fault::Unreachable(to, about) => {
+                for l in 0..self.model.links.len().max(1) {
+                    let link = LinkId(u8::try_from(l).unwrap_or(u8::MAX));
+                    self.push(self.now, Ev::Unreachable { to, about, link });
+                }
+            }
         }
+    }
+
+    /// Carry `about`'s "port unreachable" answer back to `to` like a message.
+    fn send_unreachable(&mut self, to: NodeId, about: NodeId, link: LinkId) {
+        if self.cuts.contains(&(about, to)) {
+            return;
+        }
+        if self.cfg.loss > 0.0 && self.rng.gen_bool(self.cfg.loss) {
+            return;
+        }
+        let d = self.rand_between(self.cfg.delay_min, self.cfg.delay_max);
+        let at = self.now + d;
+        self.push(at, Ev::Unreachable { to, about, link });
     }
 
     /// Drain a node's outputs and re-arm its timer.
@@ -838,9 +881,10 @@ impl Sim {
 }
 
 /// A random fault schedule over `[from, until)` for a cluster of `nodes`: crashes followed by
-/// restarts, partitions and one-way cuts followed by heals, loss changes, and operators'
+/// restarts, partitions and one-way cuts followed by heals, loss changes, operators'
 /// requests (standby followed by online, a group's prefer or avoid followed by clear; both
-/// undone by `until`); with `stalls` also timer stalls and clock jumps. Used by the property
+/// undone by `until`) and forged "port unreachable" reports; with `stalls` also timer stalls
+/// and clock jumps. Used by the property
 /// tests.
 pub fn random_faults(
     rng: &mut ChaCha8Rng,
@@ -857,7 +901,7 @@ pub fn random_faults(
         let at = Timestamp(from.0 + rng.gen_range(0..span));
         let n = nodes[rng.gen_range(0..nodes.len())];
         let back = at + Duration::from_millis(rng.gen_range(100..1500));
-        match rng.gen_range(0..if stalls { 8 } else { 6 }) {
+        match rng.gen_range(0..if stalls { 9 } else { 7 }) {
             0 => {
                 out.push((at, Fault::Crash(n)));
                 out.push((back, Fault::Restart(n)));
@@ -899,7 +943,13 @@ pub fn random_faults(
                 out.push((back.min(until), Fault::Operator(n, g, OperatorPref::None)));
             }
             5 => {}
-            6 => out.push((
+            6 => {
+                let m = nodes[rng.gen_range(0..nodes.len())];
+                if m != n {
+                    out.push((at, Fault::Unreachable(n, m)));
+                }
+            }
+            7 => out.push((
                 at,
                 Fault::Stall(n, Duration::from_millis(rng.gen_range(50..1500))),
             )),

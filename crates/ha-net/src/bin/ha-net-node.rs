@@ -5,7 +5,7 @@
 //! ```text
 //! ha-net-node (--config CLUSTER.toml | --config MODEL.json | --heartbeat DIR) [--node ID|NAME]
 //!             [--log FILE] [--echo-port PORT] [--stop-timeout-ms MS] [--realtime] [--status FILE]
-//!             [--control SOCKET] [--state FILE] [--check]
+//!             [--control SOCKET] [--state FILE] [--no-unreachable] [--check]
 //! ha-net-node --ctl SOCKET (standby|online|status|move GROUP|ban GROUP|clear GROUP)
 //! ```
 //! `--config` takes the TOML cluster file (`ha_core::config`) or a JSON `ClusterModel`;
@@ -18,7 +18,9 @@
 //! ([`ha_net::control`]); `--ctl SOCKET COMMAND` is its client (heartbeat's `hb_standby`, its
 //! return, `hb_takeover` as `move GROUP`, and `cl_status`): it prints the node's answer and
 //! exits 1 on an error. `--state FILE` keeps the operator's standby, moves and bans across
-//! restarts ([`ha_net::operator_state`]).
+//! restarts ([`ha_net::operator_state`]). `--no-unreachable` ignores ICMP "port unreachable"
+//! from peers' hosts (see [`RuntimeConfig::unreachable_reports`]): only deadtime then detects a
+//! killed peer daemon.
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -47,13 +49,14 @@ struct Args {
     status: Option<PathBuf>,
     control: Option<PathBuf>,
     state: Option<PathBuf>,
+    no_unreachable: bool,
 }
 
 fn usage(msg: &str) -> ! {
     eprintln!(
         "ha-net-node: {msg}\nusage: ha-net-node (--config CLUSTER.toml|MODEL.json | --heartbeat DIR) \
          [--node ID|NAME] [--log FILE] [--echo-port PORT] [--stop-timeout-ms MS] [--realtime] \
-         [--status FILE] [--control SOCKET] [--state FILE] [--check]\n       ha-net-node --ctl SOCKET (standby|online|status|move GROUP|ban GROUP|clear GROUP)"
+         [--status FILE] [--control SOCKET] [--state FILE] [--no-unreachable] [--check]\n       ha-net-node --ctl SOCKET (standby|online|status|move GROUP|ban GROUP|clear GROUP)"
     );
     std::process::exit(2)
 }
@@ -70,6 +73,7 @@ fn parse_args() -> Args {
         status: None,
         control: None,
         state: None,
+        no_unreachable: false,
     };
     let mut it = std::env::args().skip(1);
     while let Some(k) = it.next() {
@@ -98,6 +102,7 @@ fn parse_args() -> Args {
                 )
             }
             "--realtime" => a.realtime = true,
+            "--no-unreachable" => a.no_unreachable = true,
             _ => usage(&format!("unknown argument {k}")),
         }
     }
@@ -188,6 +193,7 @@ async fn run(args: Args) -> Result<(), Box<dyn std::error::Error>> {
     }
     let mut cfg = RuntimeConfig::new(model, me);
     cfg.state_file = args.state.clone();
+    cfg.unreachable_reports = !args.no_unreachable;
     ha_net::floating_ip::register(&mut cfg.agents.registry);
     let node = NodeRuntime::start(cfg)?;
     if let Some(port) = args.echo_port {

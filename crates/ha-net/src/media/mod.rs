@@ -6,9 +6,9 @@
 
 pub mod stream;
 pub mod udp;
+pub mod unreachable;
 
-use std::net::IpAddr;
-use std::time::Duration;
+use std::net::{IpAddr, SocketAddr};
 
 use bytes::{Bytes, BytesMut};
 use ha_core::LinkId;
@@ -19,7 +19,8 @@ use tokio::task::JoinHandle;
 
 use crate::{Error, Result};
 pub use stream::FdStream;
-pub use udp::{DEFAULT_PORT, RecvBatch, UdpConfig, UdpLink, UdpMode};
+pub use udp::{DEFAULT_PORT, Received, RecvBatch, UdpConfig, UdpLink, UdpMode};
+pub use unreachable::UnreachableWatch;
 
 /// A frame as received, with the link it came on.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -28,6 +29,8 @@ pub struct Inbound {
     pub link: LinkId,
     /// The frame bytes (not yet authenticated).
     pub frame: Bytes,
+    /// The address it came from (UDP media).
+    pub source: Option<std::net::SocketAddr>,
 }
 
 #[derive(Debug)]
@@ -162,14 +165,24 @@ impl Media {
             let mut buf = vec![0u8; 65_536];
             loop {
                 match socket.recv_from(&mut buf).await {
-                    Ok((n, _from)) => {
+                    Ok((n, from)) => {
                         let frame = Bytes::copy_from_slice(&buf[..n]);
-                        if inbound.send(Inbound { link: id, frame }).await.is_err() {
+                        let source = Some(from);
+                        if inbound
+                            .send(Inbound {
+                                link: id,
+                                frame,
+                                source,
+                            })
+                            .await
+                            .is_err()
+                        {
                             return;
                         }
                     }
                     Err(e) => {
-                        // ICMP errors (port unreachable) surface here; they are not fatal.
+                        // ICMP errors (port unreachable) surface here too; their details wait
+                        // in the error queue for `poll_unreachable`.
                         tracing::debug!(link = %label, error = %e, "udp receive error");
                     }
                 }
@@ -200,12 +213,11 @@ impl Media {
     }
 
     /// Hand every frame waiting in a polled medium to `deliver` with its kernel arrival stamp
-    /// (wall clock since the Unix epoch, if the kernel gave one), using `batch` as scratch.
-    /// Returns the number of frames.
+    /// and source, using `batch` as scratch. Returns the number of frames.
     pub fn poll_receive(
         &self,
         batch: &mut RecvBatch,
-        mut deliver: impl FnMut(LinkId, &[u8], Option<Duration>),
+        mut deliver: impl FnMut(LinkId, Received<'_>),
     ) -> usize {
         // Bounded per call so a flood cannot keep the node from its timers.
         const MAX_CALLS_PER_LINK: usize = 32;
@@ -217,8 +229,8 @@ impl Media {
                 match u.try_recv_batch(batch) {
                     Ok(got) => {
                         n += got;
-                        for (frame, stamp) in batch.frames() {
-                            deliver(id, frame, stamp);
+                        for r in batch.frames() {
+                            deliver(id, r);
                         }
                         if got < RecvBatch::SLOTS {
                             // Short batch: the queue is empty, no need for an EAGAIN call.
@@ -227,13 +239,63 @@ impl Media {
                     }
                     Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => break,
                     Err(e) => {
-                        // ICMP errors (port unreachable) surface here; they are not fatal.
+                        // ICMP errors (port unreachable) surface here too; their details wait
+                        // in the error queue for `poll_unreachable`.
                         tracing::debug!(link = %name, error = %e, "udp receive error");
                     }
                 }
             }
         }
         n
+    }
+
+    /// Hand every "port unreachable" queued on a unicast medium to `report` with the
+    /// destination it was about; other ICMP errors are dropped. Returns how many were reported.
+    pub fn poll_unreachable(&self, mut report: impl FnMut(LinkId, SocketAddr)) -> usize {
+        // Bounded per call like `poll_receive`: the error queue holds at most a socket buffer.
+        const MAX_PER_LINK: usize = 64;
+        let mut n = 0;
+        for (i, (name, l)) in self.links.iter().enumerate() {
+            let (LinkTx::Udp(u) | LinkTx::PolledUdp(u)) = l else {
+                continue;
+            };
+            if !u.reports_unreachable() {
+                continue;
+            }
+            let id = LinkId(u8::try_from(i).unwrap_or(u8::MAX));
+            for _ in 0..MAX_PER_LINK {
+                match u.try_recv_unreachable() {
+                    Ok(Some(dest)) => {
+                        n += 1;
+                        report(id, dest);
+                    }
+                    Ok(None) => {}
+                    Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => break,
+                    Err(e) => {
+                        tracing::debug!(link = %name, error = %e, "udp error queue unreadable");
+                        break;
+                    }
+                }
+            }
+        }
+        n
+    }
+
+    /// A watch that wakes when a unicast medium has an ICMP error queued (`None` without
+    /// unicast media). Received frames do not wake it: polled media stay polled.
+    pub fn unreachable_watch(&self) -> Result<Option<UnreachableWatch>> {
+        let sockets: Vec<&UdpLink> = self
+            .links
+            .iter()
+            .filter_map(|(_, l)| match l {
+                LinkTx::Udp(u) | LinkTx::PolledUdp(u) if u.reports_unreachable() => Some(u),
+                _ => None,
+            })
+            .collect();
+        if sockets.is_empty() {
+            return Ok(None);
+        }
+        UnreachableWatch::new(sockets.iter().map(|u| u.socket.as_ref())).map(Some)
     }
 
     /// Add a stream medium over any byte stream (serial line, pty, pipe pair, TCP).
@@ -269,7 +331,16 @@ impl Media {
             let mut buf = BytesMut::with_capacity(4096);
             loop {
                 while let Some(frame) = stream::extract(&mut buf) {
-                    if inbound.send(Inbound { link: id, frame }).await.is_err() {
+                    let source = None;
+                    if inbound
+                        .send(Inbound {
+                            link: id,
+                            frame,
+                            source,
+                        })
+                        .await
+                        .is_err()
+                    {
                         return;
                     }
                 }

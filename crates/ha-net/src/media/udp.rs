@@ -50,6 +50,8 @@ pub struct UdpConfig {
 pub struct UdpLink {
     pub(crate) socket: Arc<std::net::UdpSocket>,
     pub(crate) dests: Vec<SocketAddr>,
+    /// ICMP errors for our datagrams are queued for [`UdpLink::try_recv_unreachable`].
+    pub(crate) reports_unreachable: bool,
 }
 
 /// Parse `IP:PORT`, `[IPv6]:PORT` or a bare `IP` (then `default_port`).
@@ -116,6 +118,19 @@ impl UdpLink {
             s.bind_device(Some(cfg.interface.as_bytes()))
                 .map_err(|e| Error::io(ctx("SO_BINDTODEVICE (needs CAP_NET_RAW)"), e))?;
         }
+        let unicast = matches!(cfg.mode, UdpMode::Unicast { .. });
+        if unicast {
+            // "Port unreachable" for a heartbeat tells that the peer's daemon is gone
+            // (IP_RECVERR queues it with the destination it was about). Multicast and
+            // broadcast never draw ICMP errors.
+            use nix::sys::socket::{setsockopt, sockopt};
+            let r = if v6 {
+                setsockopt(&s, sockopt::Ipv6RecvErr, &true)
+            } else {
+                setsockopt(&s, sockopt::Ipv4RecvErr, &true)
+            };
+            r.map_err(|e| Error::io(ctx("IP_RECVERR"), e.into()))?;
+        }
         let dests = match &cfg.mode {
             UdpMode::Unicast { peers } => {
                 // One configuration lists every node (as heartbeat's ha.cf does): skip our own
@@ -176,7 +191,64 @@ impl UdpLink {
         Ok(UdpLink {
             socket: Arc::new(s.into()),
             dests,
+            reports_unreachable: unicast,
         })
+    }
+
+    /// True for unicast media: their ICMP errors are read by
+    /// [`UdpLink::try_recv_unreachable`].
+    pub fn reports_unreachable(&self) -> bool {
+        self.reports_unreachable
+    }
+
+    /// Take one ICMP error from the socket's error queue without blocking (`WouldBlock` when
+    /// none is queued): `Some(destination)` when a datagram we sent to that destination drew
+    /// "port unreachable" (nothing listens there: the peer's daemon is gone), `None` for any
+    /// other error (host or network unreachable, a too-big message), which says nothing about
+    /// the daemon.
+    pub fn try_recv_unreachable(&self) -> std::io::Result<Option<SocketAddr>> {
+        use nix::sys::socket::{ControlMessageOwned, MsgFlags, SockaddrStorage, recvmsg};
+        use std::os::fd::AsRawFd;
+        let mut buf = [0u8; 64];
+        let mut iov = [std::io::IoSliceMut::new(&mut buf)];
+        let mut cmsg = nix::cmsg_space!(libc::sock_extended_err, libc::sockaddr_in6);
+        let msg = recvmsg::<SockaddrStorage>(
+            self.socket.as_raw_fd(),
+            &mut iov,
+            Some(&mut cmsg),
+            MsgFlags::MSG_ERRQUEUE | MsgFlags::MSG_DONTWAIT,
+        )
+        .map_err(std::io::Error::from)?;
+        let dest = msg.address.and_then(|a| {
+            if let Some(v4) = a.as_sockaddr_in() {
+                Some(SocketAddr::new(IpAddr::V4(v4.ip()), v4.port()))
+            } else {
+                a.as_sockaddr_in6()
+                    .map(|v6| SocketAddr::new(IpAddr::V6(v6.ip()), v6.port()))
+            }
+        });
+        let Ok(cmsgs) = msg.cmsgs() else {
+            return Ok(None);
+        };
+        for c in cmsgs {
+            let port_unreachable = match c {
+                ControlMessageOwned::Ipv4RecvErr(e, _) => {
+                    e.ee_origin == libc::SO_EE_ORIGIN_ICMP
+                        && e.ee_type == 3 // destination unreachable
+                        && e.ee_code == 3 // port unreachable
+                }
+                ControlMessageOwned::Ipv6RecvErr(e, _) => {
+                    e.ee_origin == libc::SO_EE_ORIGIN_ICMP6
+                        && e.ee_type == 1 // destination unreachable
+                        && e.ee_code == 4 // port unreachable
+                }
+                _ => false,
+            };
+            if port_unreachable {
+                return Ok(dest);
+            }
+        }
+        Ok(None)
     }
 
     /// The local address.
@@ -254,7 +326,9 @@ impl UdpLink {
         });
         // SAFETY: an all-zero mmsghdr is valid (null pointers, zero lengths).
         let mut hdrs: [libc::mmsghdr; RecvBatch::SLOTS] = unsafe { std::mem::zeroed() };
-        for (i, h) in hdrs.iter_mut().enumerate() {
+        for ((i, h), name) in hdrs.iter_mut().enumerate().zip(batch.names.iter_mut()) {
+            h.msg_hdr.msg_name = std::ptr::from_mut(name).cast();
+            h.msg_hdr.msg_namelen = std::mem::size_of::<libc::sockaddr_storage>() as _;
             h.msg_hdr.msg_iov = &mut iovs[i];
             h.msg_hdr.msg_iovlen = 1;
             h.msg_hdr.msg_control = cmsg[i * RecvBatch::CMSG_LEN..].as_mut_ptr().cast();
@@ -280,6 +354,7 @@ impl UdpLink {
             let truncated = h.msg_hdr.msg_flags & libc::MSG_TRUNC != 0;
             batch.lens[i] = if truncated { 0 } else { h.msg_len as usize };
             batch.stamps[i] = stamp_of(&h.msg_hdr);
+            batch.sources[i] = socket_addr(&batch.names[i]);
         }
         batch.filled = n;
         Ok(n)
@@ -299,6 +374,29 @@ impl UdpLink {
             }
         }
         sent
+    }
+}
+
+/// The IPv4 or IPv6 address in a `sockaddr_storage` filled by the kernel.
+fn socket_addr(ss: &libc::sockaddr_storage) -> Option<SocketAddr> {
+    match i32::from(ss.ss_family) {
+        libc::AF_INET => {
+            // SAFETY: the family says the storage holds a sockaddr_in, which it can hold.
+            let a = unsafe { &*std::ptr::from_ref(ss).cast::<libc::sockaddr_in>() };
+            Some(SocketAddr::new(
+                IpAddr::V4(Ipv4Addr::from(u32::from_be(a.sin_addr.s_addr))),
+                u16::from_be(a.sin_port),
+            ))
+        }
+        libc::AF_INET6 => {
+            // SAFETY: as above, for sockaddr_in6.
+            let a = unsafe { &*std::ptr::from_ref(ss).cast::<libc::sockaddr_in6>() };
+            Some(SocketAddr::new(
+                IpAddr::V6(Ipv6Addr::from(a.sin6_addr.s6_addr)),
+                u16::from_be(a.sin6_port),
+            ))
+        }
+        _ => None,
     }
 }
 
@@ -326,8 +424,10 @@ fn stamp_of(hdr: &libc::msghdr) -> Option<std::time::Duration> {
 pub struct RecvBatch {
     data: Vec<u8>,
     cmsg: Vec<u8>,
+    names: Vec<libc::sockaddr_storage>,
     lens: [usize; RecvBatch::SLOTS],
     stamps: [Option<std::time::Duration>; RecvBatch::SLOTS],
+    sources: [Option<SocketAddr>; RecvBatch::SLOTS],
     filled: usize,
 }
 
@@ -344,8 +444,11 @@ impl Default for RecvBatch {
         RecvBatch {
             data: vec![0; Self::SLOTS * Self::SLOT_LEN],
             cmsg: vec![0; Self::SLOTS * Self::CMSG_LEN],
+            // SAFETY: an all-zero sockaddr_storage is valid (family AF_UNSPEC).
+            names: vec![unsafe { std::mem::zeroed() }; Self::SLOTS],
             lens: [0; Self::SLOTS],
             stamps: [None; Self::SLOTS],
+            sources: [None; Self::SLOTS],
             filled: 0,
         }
     }
@@ -359,11 +462,26 @@ impl RecvBatch {
     /// Control bytes per slot (room for a timestamp).
     const CMSG_LEN: usize = 64;
 
-    /// The datagrams of the last call with their stamps (a cut datagram reads as empty).
-    pub fn frames(&self) -> impl Iterator<Item = (&[u8], Option<std::time::Duration>)> {
+    /// The datagrams of the last call (a cut datagram reads as empty).
+    pub fn frames(&self) -> impl Iterator<Item = Received<'_>> {
         (0..self.filled).map(|i| {
             let start = i * Self::SLOT_LEN;
-            (&self.data[start..start + self.lens[i]], self.stamps[i])
+            Received {
+                frame: &self.data[start..start + self.lens[i]],
+                stamp: self.stamps[i],
+                source: self.sources[i],
+            }
         })
     }
+}
+
+/// One datagram of a [`RecvBatch`].
+#[derive(Debug, Clone, Copy)]
+pub struct Received<'a> {
+    /// Its bytes (not yet authenticated).
+    pub frame: &'a [u8],
+    /// The kernel's arrival stamp (wall clock since the Unix epoch), if any.
+    pub stamp: Option<std::time::Duration>,
+    /// The address it came from.
+    pub source: Option<SocketAddr>,
 }
