@@ -715,15 +715,21 @@ impl Sim {
 
     /// Carry `about`'s "port unreachable" answer back to `to` like a message.
     fn send_unreachable(&mut self, to: NodeId, about: NodeId, link: LinkId) {
-        if self.cuts.contains(&(about, to)) {
-            return;
+        if let Some(at) = self.arrival(about, to) {
+            self.push(at, Ev::Unreachable { to, about, link });
+        }
+    }
+
+    /// When a packet sent now from `from` reaches `to`; `None` if cut or lost.
+    fn arrival(&mut self, from: NodeId, to: NodeId) -> Option<Timestamp> {
+        if self.cuts.contains(&(from, to)) {
+            return None;
         }
         if self.cfg.loss > 0.0 && self.rng.gen_bool(self.cfg.loss) {
-            return;
+            return None;
         }
         let d = self.rand_between(self.cfg.delay_min, self.cfg.delay_max);
-        let at = self.now + d;
-        self.push(at, Ev::Unreachable { to, about, link });
+        Some(self.now + d)
     }
 
     /// Drain a node's outputs and re-arm its timer.
@@ -791,14 +797,9 @@ impl Sim {
         };
         for &r in &recipients {
             for &l in &links {
-                if self.cuts.contains(&(from, r)) {
+                let Some(at) = self.arrival(from, r) else {
                     continue;
-                }
-                if self.cfg.loss > 0.0 && self.rng.gen_bool(self.cfg.loss) {
-                    continue;
-                }
-                let d = self.rand_between(self.cfg.delay_min, self.cfg.delay_max);
-                let at = self.now + d;
+                };
                 self.push(
                     at,
                     Ev::Deliver {
