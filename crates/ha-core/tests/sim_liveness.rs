@@ -137,7 +137,10 @@ fn crash_reported_unreachable_fails_over_before_deadtime_in_two_node_clusters() 
         let mut rng = ChaCha8Rng::seed_from_u64(seed);
         let model = flavour(&mut rng);
         let majority = model.policy.quorum == QuorumMode::Majority;
-        let c = cfg(&mut rng);
+        let c = SimConfig {
+            unreachable_answers: true,
+            ..cfg(&mut rng)
+        };
         let timing = model.timing;
         let start_max = c.start_time.1 * 4;
         let (delay_max, fence) = (c.delay_max, c.fence_delay);

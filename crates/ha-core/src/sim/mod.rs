@@ -6,9 +6,10 @@
 //!
 //! Faults: per-link loss, delay with jitter (reordering), partitions, crashes and restarts (new
 //! incarnation), timer stalls (the node's timers, messages and action results are held back
-//! and delivered when it resumes), clock jumps, ping-node loss, injected OCF results. A message
-//! to a crashed node comes back as "port unreachable" (its host still answers, as after a
-//! daemon crash), and forged reports of that kind can be injected.
+//! and delivered when it resumes), clock jumps, ping-node loss, injected OCF results. With
+//! [`SimConfig::unreachable_answers`] a message to a crashed node comes back as "port
+//! unreachable" (its host still answers, as after a daemon crash); forged reports of that kind
+//! can be injected.
 //!
 //! Ground truth: a resource counts as active on a node from the moment its start is issued until
 //! its stop succeeds or the node crashes (a fenced node is crashed). [`Sim::violations`] lists
@@ -52,6 +53,9 @@ pub struct SimConfig {
     pub fence_reboot: Option<Duration>,
     /// Keep a log of events and actions ([`Sim::log`]).
     pub record: bool,
+    /// A message to a crashed node comes back as "port unreachable": its daemon died but its
+    /// host still answers. Off (the default): the host died too, as [`Fault::Crash`] says.
+    pub unreachable_answers: bool,
 }
 
 impl Default for SimConfig {
@@ -66,6 +70,7 @@ impl Default for SimConfig {
             fence_delay: Duration::from_millis(20),
             fence_reboot: Some(Duration::from_millis(300)),
             record: false,
+            unreachable_answers: false,
         }
     }
 }
@@ -506,9 +511,11 @@ impl Sim {
                 let Some(i) = self.idx(to) else { return };
                 let now = self.local_now(i);
                 let Some(node) = self.nodes[i].node.as_mut() else {
-                    // Nothing listens on a crashed node: its host answers "port unreachable"
-                    // (a lossy path may eat that too).
-                    self.send_unreachable(from, to, link);
+                    // Nothing listens on a crashed node; a host that survived its daemon
+                    // answers "port unreachable" (a lossy path may eat that too).
+                    if self.cfg.unreachable_answers {
+                        self.send_unreachable(from, to, link);
+                    }
                     return;
                 };
                 node.handle_message(now, from, link, *msg);
