@@ -11,8 +11,9 @@
 //!
 //! * unreachable: the transport learned that the peer's host has nothing listening for our
 //!   heartbeats on a link (ICMP port unreachable): its process is gone while its kernel still
-//!   answers. The link is then declared down once it has been silent for keepalive x 1.25 (the
-//!   next heartbeat is overdue), not deadtime. A heartbeat on the link clears the report, so a
+//!   answers. The link is then declared down once its next heartbeat is overdue: silent for
+//!   longer than the longest of its last intervals (at least keepalive) plus keepalive / 8, not
+//!   deadtime. A heartbeat on the link clears the report, so a
 //!   forged or stale report costs nothing while the peer keeps sending; after [`MAX_REFUTED`]
 //!   such refuted reports the link's reports are ignored until it goes down.
 //!
@@ -80,11 +81,13 @@ impl Timing {
 /// (a wrong peer address, forged ICMP) must not shorten its deadtime for good.
 pub const MAX_REFUTED: u8 = 3;
 
-/// How long a link reported unreachable may stay silent: the next heartbeat is due after one
-/// keepalive; a quarter keepalive more covers the sender's scheduling and network jitter (a
-/// report is only wrong when forged or misdirected, and refuted ones stop counting).
-pub fn unreachable_after(timing: &Timing) -> Duration {
-    timing.keepalive + timing.keepalive / 4
+/// How long a link reported unreachable may stay silent: its next heartbeat is overdue once
+/// the silence exceeds the longest of the link's recent intervals (at least one keepalive),
+/// which already holds the jitter this link has shown, plus keepalive / 8. A report is only
+/// wrong when forged or misdirected, and refuted ones stop counting ([`MAX_REFUTED`]).
+fn unreachable_after(timing: &Timing, l: &LinkState) -> Duration {
+    let longest = l.intervals.iter().max().copied().unwrap_or(0);
+    Duration::from_nanos(longest).max(timing.keepalive) + timing.keepalive / 8
 }
 
 /// Liveness of a peer as a whole.
@@ -157,6 +160,8 @@ pub struct PeerLiveness {
     pub state: PeerState,
     /// When any link last delivered a fresh heartbeat.
     pub last_heard: Option<Timestamp>,
+    /// The latest incarnation seen exiting ([`Liveness::mark_exited`]): it never speaks again.
+    pub exited: u64,
     links: Vec<LinkState>,
 }
 
@@ -207,6 +212,7 @@ impl Liveness {
                         last_seq: 0,
                         state: PeerState::Unknown,
                         last_heard: None,
+                        exited: 0,
                         links: vec![LinkState::default(); links],
                     },
                 )
@@ -265,7 +271,8 @@ impl Liveness {
         if li >= p.links.len() {
             return HeartbeatVerdict::Stale;
         }
-        if incarnation < p.incarnation {
+        if incarnation < p.incarnation || (incarnation <= p.exited && p.exited != 0) {
+            // Older, or an instance that exited: a frame it sent before dying may still arrive.
             return HeartbeatVerdict::Stale;
         }
         if incarnation > p.incarnation {
@@ -353,7 +360,7 @@ impl Liveness {
         };
         let silent = Self::detect_after(timing, l);
         Some(if l.unreachable {
-            h + silent.min(unreachable_after(timing))
+            h + silent.min(unreachable_after(timing, l))
         } else {
             h + silent
         })
@@ -452,6 +459,15 @@ impl Liveness {
         if self.peers.values().any(|p| p.state == PeerState::Unknown) {
             self.boot = (self.boot + delay).min(now);
         }
+    }
+
+    /// The peer's instance `incarnation` exited: down now, and its late frames are ignored
+    /// (only a new incarnation brings the peer back).
+    pub fn mark_exited(&mut self, node: NodeId, incarnation: u64, events: &mut Vec<LivenessEvent>) {
+        if let Some(p) = self.peers.get_mut(&node) {
+            p.exited = p.exited.max(incarnation);
+        }
+        self.mark_down(node, events);
     }
 
     /// Forget a peer's links (it was fenced): it stays down until heard again.
@@ -572,7 +588,8 @@ mod tests {
 
     #[test]
     fn unreachable_link_goes_down_once_the_next_heartbeat_is_overdue() {
-        // keepalive 100: an unreachable link is down 125 after it was last heard.
+        // keepalive 100, no intervals seen yet: an unreachable link is down 112.5 after it was
+        // last heard.
         let mut lv = Liveness::new(timing(), [NodeId(2)], 2, t(0)).unwrap();
         let mut ev = vec![];
         lv.on_heartbeat(t(100), NodeId(2), LinkId(0), 1, 1, &mut ev);
@@ -581,28 +598,32 @@ mod tests {
         assert!(!lv.on_unreachable(NodeId(2), LinkId(7)), "unknown link");
         assert!(lv.on_unreachable(NodeId(2), LinkId(0)));
         assert!(!lv.on_unreachable(NodeId(2), LinkId(0)), "already reported");
-        assert_eq!(lv.next_deadline(), Some(t(225)));
+        let overdue = t(100) + Duration::from_micros(112_500);
+        assert_eq!(lv.next_deadline(), Some(overdue));
         ev.clear();
-        lv.check(t(224), &mut ev);
+        lv.check(t(212), &mut ev);
         assert!(ev.is_empty());
-        lv.check(t(225), &mut ev);
+        lv.check(overdue, &mut ev);
         // Only the reported link: the other one still waits for deadtime.
         assert_eq!(ev, vec![LivenessEvent::LinkDown(NodeId(2), LinkId(0))]);
         assert_eq!(lv.peer(NodeId(2)).unwrap().state, PeerState::Up);
         assert_eq!(lv.next_deadline(), Some(t(600)));
-        // Both links reported: the peer is down when the last one's heartbeat is overdue.
+        // Both links reported: the peer is down when the last one's heartbeat is overdue. Link
+        // 1 has shown a 200 ms interval: it gets that long, plus 12.5.
         lv.on_heartbeat(t(300), NodeId(2), LinkId(0), 1, 2, &mut ev);
         lv.on_heartbeat(t(300), NodeId(2), LinkId(1), 1, 2, &mut ev);
         assert!(lv.on_unreachable(NodeId(2), LinkId(0)));
         assert!(lv.on_unreachable(NodeId(2), LinkId(1)));
         ev.clear();
-        lv.check(t(424), &mut ev);
+        lv.check(t(300) + Duration::from_micros(112_500), &mut ev);
+        assert_eq!(ev, vec![LivenessEvent::LinkDown(NodeId(2), LinkId(0))]);
+        ev.clear();
+        lv.check(t(512), &mut ev);
         assert!(ev.is_empty());
-        lv.check(t(425), &mut ev);
+        lv.check(t(300) + Duration::from_micros(212_500), &mut ev);
         assert_eq!(
             ev,
             vec![
-                LivenessEvent::LinkDown(NodeId(2), LinkId(0)),
                 LivenessEvent::LinkDown(NodeId(2), LinkId(1)),
                 LivenessEvent::PeerDown(NodeId(2))
             ]
@@ -651,6 +672,36 @@ mod tests {
         beat(&mut lv, last + 600, &mut ev);
         assert!(!lv.unreachable_refuted(NodeId(2), LinkId(0)));
         assert!(lv.on_unreachable(NodeId(2), LinkId(0)));
+    }
+
+    #[test]
+    fn an_exited_instance_stays_down_until_a_new_one_speaks() {
+        let mut lv = Liveness::new(timing(), [NodeId(2)], 1, t(0)).unwrap();
+        let mut ev = vec![];
+        lv.on_heartbeat(t(100), NodeId(2), LinkId(0), 7, 1, &mut ev);
+        ev.clear();
+        lv.mark_exited(NodeId(2), 7, &mut ev);
+        assert_eq!(
+            ev,
+            vec![
+                LivenessEvent::LinkDown(NodeId(2), LinkId(0)),
+                LivenessEvent::PeerDown(NodeId(2))
+            ]
+        );
+        ev.clear();
+        // A frame it sent before dying arrives late: ignored.
+        assert_eq!(
+            lv.on_heartbeat(t(101), NodeId(2), LinkId(0), 7, 2, &mut ev),
+            HeartbeatVerdict::Stale
+        );
+        assert!(ev.is_empty());
+        assert_eq!(lv.peer(NodeId(2)).unwrap().state, PeerState::Down);
+        // The restarted daemon is a new incarnation.
+        assert_eq!(
+            lv.on_heartbeat(t(300), NodeId(2), LinkId(0), 8, 1, &mut ev),
+            HeartbeatVerdict::Fresh
+        );
+        assert_eq!(lv.peer(NodeId(2)).unwrap().state, PeerState::Up);
     }
 
     #[test]

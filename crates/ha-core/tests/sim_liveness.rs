@@ -124,11 +124,15 @@ fn crash_of_active_node_fails_over_within_deadtime_plus_start() {
     );
 }
 
-/// A crashed daemon's host answers "port unreachable": in two-node clusters the peer fails
-/// over once the next heartbeat is overdue (1.25 x keepalive after it was last heard), long
-/// before deadtime. Under majority quorum the report is ignored (leases) and deadtime rules.
-#[test]
-fn crash_reported_unreachable_fails_over_before_deadtime_in_two_node_clusters() {
+/// Crash the holder of a random cluster flavour with `fast` detection on; check that two-node
+/// clusters fail over within `bound(keepalive, delay_max, fence, start_max)` and that majority clusters
+/// (which ignore fast detection) still wait for deadtime. Returns the slowest two-node and the
+/// fastest majority failover.
+fn fast_detection_case(
+    name: &str,
+    fast: impl Fn(SimConfig) -> SimConfig,
+    bound: impl Fn(Duration, Duration, Duration, Duration) -> Duration,
+) -> (Duration, Duration) {
     let t0 = Instant::now();
     let nfs = GroupId::from("nfs");
     let mut count = 0;
@@ -137,10 +141,7 @@ fn crash_reported_unreachable_fails_over_before_deadtime_in_two_node_clusters() 
         let mut rng = ChaCha8Rng::seed_from_u64(seed);
         let model = flavour(&mut rng);
         let majority = model.policy.quorum == QuorumMode::Majority;
-        let c = SimConfig {
-            unreachable_answers: true,
-            ..cfg(&mut rng)
-        };
+        let c = fast(cfg(&mut rng));
         let timing = model.timing;
         let start_max = c.start_time.1 * 4;
         let (delay_max, fence) = (c.delay_max, c.fence_delay);
@@ -168,9 +169,7 @@ fn crash_reported_unreachable_fails_over_before_deadtime_in_two_node_clusters() 
             );
         } else {
             slowest_two_node = slowest_two_node.max(took);
-            // The report arrives within keepalive + 2 x delay; the link is down 1.25 x keepalive
-            // after the last heartbeat arrived; then fencing and the starts.
-            let bound = timing.keepalive * 5 / 4 + delay_max * 2 + fence + start_max;
+            let bound = bound(timing.keepalive, delay_max, fence, start_max);
             assert!(
                 took <= bound,
                 "seed {seed}: two-node failover took {took:?}, bound {bound:?}"
@@ -187,14 +186,48 @@ fn crash_reported_unreachable_fails_over_before_deadtime_in_two_node_clusters() 
         );
         count += 1;
     }
-    report("failover after a crash reported unreachable", count, t0);
+    report(name, count, t0);
     println!(
-        "two-node slowest {} ms, majority fastest {} ms (deadtime {} ms)",
+        "{name}: two-node slowest {} ms, majority fastest {} ms (keepalive 100 ms, deadtime 500 ms)",
         slowest_two_node.as_millis(),
         fastest_majority.as_millis(),
-        500
     );
     assert!(slowest_two_node > Duration::ZERO && fastest_majority < Duration::MAX);
+    (slowest_two_node, fastest_majority)
+}
+
+/// A crashed daemon's host answers "port unreachable": in two-node clusters the peer fails
+/// over once the next heartbeat is overdue (its longest recent interval + keepalive / 8), long
+/// before deadtime. Under majority quorum the report is ignored (leases) and deadtime rules.
+#[test]
+fn crash_reported_unreachable_fails_over_before_deadtime_in_two_node_clusters() {
+    fast_detection_case(
+        "failover after a crash reported unreachable",
+        |c| SimConfig {
+            unreachable_answers: true,
+            ..c
+        },
+        // The report arrives within keepalive + 2 x delay; the link is down keepalive + delay
+        // jitter + keepalive / 8 after the last heartbeat arrived; then fencing and the starts.
+        |keepalive, delay_max, fence, start_max| {
+            keepalive * 9 / 8 + delay_max * 3 + fence + start_max
+        },
+    );
+}
+
+/// A crashed daemon's host closes the connection the daemon held open: in two-node clusters the
+/// peer declares it dead on that notice, without waiting for any heartbeat; majority clusters
+/// ignore it and wait for deadtime.
+#[test]
+fn exit_notice_fails_over_at_once_in_two_node_clusters() {
+    fast_detection_case(
+        "failover after an exit notice",
+        |c| SimConfig {
+            exit_notices: true,
+            ..c
+        },
+        |_, delay_max, fence, start_max| delay_max + fence + start_max,
+    );
 }
 
 fn failback_case(seed: u64, auto_failback: bool) {

@@ -40,6 +40,7 @@ fn run(model: ha_core::model::ClusterModel, seed: u64, nfaults: usize, stalls: b
         loss: frng.gen_range(0.0..0.1),
         delay_max: Duration::from_millis(frng.gen_range(1..40)),
         unreachable_answers: frng.gen_bool(0.5),
+        exit_notices: frng.gen_bool(0.5),
         ..SimConfig::default()
     };
     let ids: Vec<NodeId> = model.nodes.iter().map(|n| n.id).collect();

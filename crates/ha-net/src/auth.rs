@@ -316,6 +316,8 @@ pub struct Counters {
     pub unreachable_reports: u64,
     /// "Port unreachable" answers from an address no peer was heard from (ignored).
     pub unreachable_unknown: u64,
+    /// Peer daemons seen exiting through the exit watch.
+    pub peer_exits: u64,
 }
 
 impl Counters {

@@ -25,6 +25,7 @@ pub mod alarm;
 pub mod auth;
 pub mod control;
 pub mod error;
+pub mod exit_watch;
 pub mod floating_ip;
 pub mod media;
 pub mod operator_state;

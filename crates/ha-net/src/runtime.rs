@@ -19,6 +19,7 @@ use tokio::task::JoinHandle;
 
 use crate::alarm::Alarm;
 use crate::auth::{Counters, Keyring};
+use crate::exit_watch::{ExitWatch, PeerExit};
 use crate::media::{Inbound, Media, RecvBatch, UnreachableWatch};
 use crate::operator_state::OperatorState;
 use crate::ping::{PingConfig, spawn_pinger};
@@ -71,6 +72,10 @@ pub struct RuntimeConfig {
     /// soon as its next heartbeat is overdue instead of after deadtime
     /// ([`ha_core::Node::handle_unreachable`]). Default on.
     pub unreachable_reports: bool,
+    /// Hold a TCP connection open to every unicast peer ([`crate::exit_watch`]): the peer's
+    /// host closes it when its daemon dies, and in two-node and no-quorum clusters the peer is
+    /// declared dead at once ([`ha_core::Node::handle_peer_exit`]). Default on.
+    pub exit_watch: bool,
 }
 
 impl std::fmt::Debug for RuntimeConfig {
@@ -96,6 +101,7 @@ impl RuntimeConfig {
             poll_media: None,
             state_file: None,
             unreachable_reports: true,
+            exit_watch: true,
         }
     }
 }
@@ -260,6 +266,7 @@ impl NodeRuntime {
             )));
         }
         let keyring = Keyring::from_spec(&model.auth)?;
+        let watch_keyring = keyring.clone();
         let incarnation = cfg.incarnation.unwrap_or_else(default_incarnation);
         let mut resources: BTreeMap<ResourceId, Arc<dyn Resource>> = BTreeMap::new();
         for (id, spec) in &model.resources {
@@ -352,8 +359,23 @@ impl NodeRuntime {
                 .collect(),
             _keep: keep,
             _pinger: pinger,
+            _exit_watch: None,
         };
-        let task = tokio::spawn(driver.run(inbound, cmd_rx, ping_rx));
+        let (exit_tx, exit_rx) = mpsc::channel(16);
+        let exit_watch = cfg.exit_watch.then(|| {
+            let id = crate::exit_watch::Identity {
+                me,
+                incarnation,
+                nodes: model.nodes.iter().map(|n| n.id).collect(),
+                keyring: watch_keyring,
+            };
+            ExitWatch::start(&driver.media.watch_links(), id, exit_tx)
+        });
+        let driver = Driver {
+            _exit_watch: exit_watch,
+            ..driver
+        };
+        let task = tokio::spawn(driver.run(inbound, cmd_rx, ping_rx, exit_rx));
         Ok(NodeRuntime {
             cmd: cmd_tx,
             events: ev_tx,
@@ -475,6 +497,8 @@ struct Driver {
     operator: Option<(PathBuf, OperatorState)>,
     _keep: mpsc::Sender<Inbound>,
     _pinger: Option<crate::ping::Pinger>,
+    /// Connections peers watch us through, and ours to them (closed when dropped).
+    _exit_watch: Option<ExitWatch>,
 }
 
 /// Remember that `from` sends on `link` from `src` (a map write only when it changes).
@@ -544,6 +568,7 @@ impl Driver {
         mut inbound: mpsc::Receiver<Inbound>,
         mut cmds: mpsc::Receiver<Command>,
         mut ping: mpsc::Receiver<bool>,
+        mut exits: mpsc::Receiver<PeerExit>,
     ) -> Result<()> {
         let (done_tx, mut done_rx) = mpsc::channel::<Done>(256);
         // Offsets of the alarm count from its creation, a little after `self.start`: it
@@ -641,6 +666,7 @@ impl Driver {
                         self.receive_inbound(now, &f);
                     }
                 }
+                Some(x) = exits.recv() => self.on_peer_exit(x),
                 r = wait_unreachable(unreachable.as_ref()) => match r {
                     Ok(()) => self.on_unreachable(),
                     Err(e) => {
@@ -671,6 +697,16 @@ impl Driver {
         {
             learn_sender(&mut self.senders, f.link, src, from);
         }
+    }
+
+    /// A peer's daemon exited: frames already waiting count first (its last heartbeats; the
+    /// state machine ignores that instance from now on).
+    fn on_peer_exit(&mut self, x: PeerExit) {
+        self.drain_polled();
+        self.session.note_exit();
+        let now = self.now();
+        self.node.handle_peer_exit(now, x.node, x.incarnation);
+        self.status_dirty = true;
     }
 
     /// Some unicast medium has ICMP errors queued: tell ha-core about every peer whose host

@@ -376,6 +376,11 @@ impl<M: WireMessage> Session<M> {
         }
     }
 
+    /// Count a peer daemon's exit seen by the exit watch.
+    pub fn note_exit(&mut self) {
+        self.counters.peer_exits += 1;
+    }
+
     /// Process one received frame. Returns its authenticated sender, or why it was dropped
     /// (already counted).
     pub fn receive(&mut self, now: Timestamp, link: LinkId, buf: &[u8]) -> Result<NodeId, Dropped> {

@@ -45,6 +45,8 @@ struct Opts {
     status_file: bool,
     /// Client probe period (and answer deadline).
     probe_every: Duration,
+    /// More arguments for every `ha-net-node`.
+    node_args: Vec<&'static str>,
 }
 
 impl Default for Opts {
@@ -57,6 +59,7 @@ impl Default for Opts {
             timing: (Duration::from_millis(25), Duration::from_millis(150)),
             status_file: true,
             probe_every: Duration::from_millis(10),
+            node_args: Vec::new(),
         }
     }
 }
@@ -157,6 +160,7 @@ struct Cluster {
     prober: Option<std::thread::JoinHandle<()>>,
     status_file: bool,
     probe_every: Duration,
+    node_args: Vec<&'static str>,
     _serial: std::sync::MutexGuard<'static, ()>,
 }
 
@@ -175,6 +179,7 @@ impl Cluster {
         .unwrap();
         Cluster {
             status_file: o.status_file,
+            node_args: o.node_args.clone(),
             probe_every: o.probe_every,
             topo: Arc::new(topo),
             dir,
@@ -231,6 +236,7 @@ impl Cluster {
         if self.status_file {
             args.extend(["--status", status]);
         }
+        args.extend(self.node_args.iter().copied());
         let child = self.topo.host(i).ns().spawn(bin, &args).unwrap();
         self.nodes[i] = Some(child);
     }
@@ -499,27 +505,51 @@ fn crash_failover_failback_and_graceful_handover() {
     assert!(lost <= 1, "{lost} probes lost during graceful handover");
 }
 
-/// A killed daemon on a live host: the host answers B's next heartbeat with "port
-/// unreachable" and B takes the address once A's next heartbeat is overdue, long before the
-/// 3 s deadtime (polled media: the report wakes B through its error watch).
-#[test]
-fn killed_daemon_fails_over_before_deadtime_through_port_unreachable() {
-    if !testkit::privileged("killed_daemon_fails_over_before_deadtime_through_port_unreachable") {
+/// Kill A's daemon with only one fast detection path on (`node_args` turns the other off),
+/// deadtime 3 s: B must answer for the address long before deadtime.
+fn killed_daemon_case(name: &str, node_args: Vec<&'static str>, path: &str) {
+    if !testkit::privileged(name) {
         return;
     }
     let mut c = started(Opts {
         timing: (Duration::from_millis(20), Duration::from_secs(3)),
+        node_args,
+        probe_every: Duration::from_millis(2),
         ..Opts::default()
     });
-    c.assert_single_owner_for(Duration::from_millis(200));
+    // Long enough for B's exit watcher to connect (one retry pause included).
+    c.assert_single_owner_for(Duration::from_millis(1000));
     let t_kill = Instant::now();
     c.kill(0);
     let failover = c.wait_answer_from("beta", t_kill, Duration::from_secs(10));
-    eprintln!("MEASURED failover through port unreachable (20 ms / 3 s): {failover:?}");
+    eprintln!("MEASURED failover through {path} (20 ms / 3 s): {failover:?}");
     assert!(c.holds_vip(1));
     assert!(
         failover < Duration::from_millis(1500),
-        "took {failover:?}: deadtime, not the report, detected the crash"
+        "took {failover:?}: deadtime, not {path}, detected the crash"
+    );
+}
+
+/// A killed daemon on a live host: the host answers B's next heartbeat with "port
+/// unreachable" and B takes the address once A's next heartbeat is overdue (polled media: the
+/// report wakes B through its error watch; the exit watch is off to isolate the report).
+#[test]
+fn killed_daemon_fails_over_before_deadtime_through_port_unreachable() {
+    killed_daemon_case(
+        "killed_daemon_fails_over_before_deadtime_through_port_unreachable",
+        vec!["--no-exit-watch"],
+        "port unreachable",
+    );
+}
+
+/// A killed daemon's host closes the exit-watch connection at once: B takes the address
+/// without waiting for any heartbeat ("port unreachable" reports off to isolate the watch).
+#[test]
+fn killed_daemon_fails_over_at_once_through_the_exit_watch() {
+    killed_daemon_case(
+        "killed_daemon_fails_over_at_once_through_the_exit_watch",
+        vec!["--no-unreachable"],
+        "the exit watch",
     );
 }
 

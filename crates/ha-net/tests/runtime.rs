@@ -165,20 +165,28 @@ async fn crash_moves_the_group_and_graceful_stop_hands_it_back() {
     .await;
 }
 
+/// The test model with a 3 s deadtime: anything faster is fast detection at work.
+fn three_second_deadtime() -> ClusterModel {
+    let mut m = model(false);
+    m.timing.deadtime = Duration::from_secs(3);
+    m.timing.warntime = Duration::from_secs(3);
+    m.timing.initdead = Duration::from_secs(3);
+    m
+}
+
 /// A daemon killed on a live host: the host answers B's next heartbeat with "port
 /// unreachable" and B takes over once A's next heartbeat is overdue, long before deadtime
 /// (3 s here). With the reports turned off, B waits for deadtime.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn port_unreachable_after_a_crash_fails_over_before_deadtime() {
-    let mut m = model(false);
-    m.timing.deadtime = Duration::from_secs(3);
-    m.timing.warntime = Duration::from_secs(3);
-    m.timing.initdead = Duration::from_secs(3);
-    let model = Arc::new(m);
+    let model = Arc::new(three_second_deadtime());
     for reports in [true, false] {
         let port = free_port();
         let a = start(&model, 1, port);
-        let b = start_configured(&model, 2, port, |c| c.unreachable_reports = reports);
+        let b = start_configured(&model, 2, port, |c| {
+            c.unreachable_reports = reports;
+            c.exit_watch = false;
+        });
         wait_for("A runs the group", Duration::from_secs(5), || {
             a.vip.is_running()
         })
@@ -211,6 +219,34 @@ async fn port_unreachable_after_a_crash_fails_over_before_deadtime() {
             );
         }
     }
+}
+
+/// The exit watch: B holds a connection to A's daemon; A's host closes it when A dies and B
+/// takes over at once, without waiting for a heartbeat (deadtime 3 s, "port unreachable"
+/// reports off to isolate the watch).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn exit_watch_fails_over_at_once_when_the_peer_daemon_dies() {
+    let model = Arc::new(three_second_deadtime());
+    let port = free_port();
+    let a = start(&model, 1, port);
+    let b = start_configured(&model, 2, port, |c| c.unreachable_reports = false);
+    wait_for("A runs the group", Duration::from_secs(5), || {
+        a.vip.is_running()
+    })
+    .await;
+    // Let B's watcher connect and check A's hello (one retry pause included).
+    tokio::time::sleep(Duration::from_millis(1200)).await;
+    a.rt.abort();
+    a.vip.set_running(false);
+    let took = wait_for("B takes over", Duration::from_secs(10), || {
+        b.vip.is_running()
+    })
+    .await;
+    let st = b.rt.status().transport;
+    eprintln!("exit watch: takeover after {took:?}, {st:?}");
+    assert_eq!(st.peer_exits, 1, "{st:?}");
+    assert_eq!(st.unreachable_reports, 0, "{st:?}");
+    assert!(took < Duration::from_millis(1500), "took {took:?}");
 }
 
 /// Two nodes on loopback, each with a control socket.

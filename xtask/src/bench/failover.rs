@@ -82,7 +82,8 @@ pub fn run(args: &[String]) -> anyhow::Result<()> {
         };
         match bin {
             Ok(bin) => {
-                let o = ours::Ours::new(bin, opts.ours_keepalive, opts.ours_deadtime);
+                let o = ours::Ours::new(bin, opts.ours_keepalive, opts.ours_deadtime)
+                    .heartbeats_only(opts.ours_heartbeats_only);
                 systems.push((Box::new(o), SystemResult::default()));
             }
             Err(e) => ours_missing = Some(format!("{e:#}")),

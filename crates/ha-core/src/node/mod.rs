@@ -331,7 +331,7 @@ impl Node {
 
     /// The transport learned that `from`'s host has nothing listening for our heartbeats on
     /// `link` (ICMP port unreachable): its process is gone. The link is then declared down as
-    /// soon as its next heartbeat is overdue ([`crate::liveness::unreachable_after`]) instead
+    /// soon as its next heartbeat is overdue (see [`crate::liveness`]) instead
     /// of after deadtime; a heartbeat on the link cancels the report, and after
     /// [`crate::liveness::MAX_REFUTED`] cancelled reports the link's reports are ignored until
     /// it goes down.
@@ -347,10 +347,40 @@ impl Node {
             return;
         }
         if self.liveness.on_unreachable(from, link) {
-            info!(node = %self.me, peer = %from, %link, "peer's port unreachable: its process is gone; link down unless it is heard within 1.25 x keepalive");
+            info!(node = %self.me, peer = %from, %link, "peer's port unreachable: its process is gone; link down unless its next heartbeat arrives on time");
         } else if self.liveness.unreachable_refuted(from, link) {
             debug!(node = %self.me, peer = %from, %link, "port unreachable ignored: the peer kept sending after earlier reports (wrong peer address or forged ICMP?)");
         }
+        self.step(now);
+    }
+
+    /// The transport saw incarnation `incarnation` of `peer` exit: the connection its daemon
+    /// held open to us was closed by its host (FIN or RST on an authenticated connection, see
+    /// `ha_net::exit_watch`). The peer is declared dead at once, as after deadtime: its
+    /// resources are not assumed stopped (a killed daemon leaves its addresses up), so with
+    /// fencing it is fenced first. Ignored for another incarnation (the report came late) and
+    /// under majority quorum, whose leases assume nobody is declared dead before the detection
+    /// floor.
+    pub fn handle_peer_exit(&mut self, now: Timestamp, peer: NodeId, incarnation: u64) {
+        self.enter(now);
+        let now = self.now;
+        if self.majority_grants() {
+            debug!(node = %self.me, %peer, "peer exit ignored: majority quorum relies on leases");
+            return;
+        }
+        let current = self
+            .liveness
+            .peer(peer)
+            .is_some_and(|p| p.incarnation == incarnation && p.state == PeerState::Up);
+        if !current {
+            debug!(node = %self.me, %peer, incarnation, "exit of a peer instance that is not the live one ignored");
+            return;
+        }
+        info!(node = %self.me, %peer, incarnation, "peer's daemon exited: declaring it dead now");
+        let mut ev = Vec::new();
+        self.liveness.mark_exited(peer, incarnation, &mut ev);
+        self.apply_liveness_events(ev);
+        self.dirty = true;
         self.step(now);
     }
 

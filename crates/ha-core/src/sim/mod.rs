@@ -8,8 +8,9 @@
 //! incarnation), timer stalls (the node's timers, messages and action results are held back
 //! and delivered when it resumes), clock jumps, ping-node loss, injected OCF results. With
 //! [`SimConfig::unreachable_answers`] a message to a crashed node comes back as "port
-//! unreachable" (its host still answers, as after a daemon crash); forged reports of that kind
-//! can be injected.
+//! unreachable" (its host still answers, as after a daemon crash), and with
+//! [`SimConfig::exit_notices`] its peers learn of its exit at once; forged "port unreachable"
+//! reports can be injected.
 //!
 //! Ground truth: a resource counts as active on a node from the moment its start is issued until
 //! its stop succeeds or the node crashes (a fenced node is crashed). [`Sim::violations`] lists
@@ -56,6 +57,9 @@ pub struct SimConfig {
     /// A message to a crashed node comes back as "port unreachable": its daemon died but its
     /// host still answers. Off (the default): the host died too, as [`Fault::Crash`] says.
     pub unreachable_answers: bool,
+    /// A crash is seen by every peer it is not cut off from, one delay later, as its daemon's
+    /// exit (the host closing the connection the daemon held open). Off by default.
+    pub exit_notices: bool,
 }
 
 impl Default for SimConfig {
@@ -71,6 +75,7 @@ impl Default for SimConfig {
             fence_reboot: Some(Duration::from_millis(300)),
             record: false,
             unreachable_answers: false,
+            exit_notices: false,
         }
     }
 }
@@ -193,6 +198,12 @@ enum Ev {
         to: NodeId,
         about: NodeId,
         link: LinkId,
+    },
+    /// `to` learns that instance `incarnation` of `about` exited.
+    Exit {
+        to: NodeId,
+        about: NodeId,
+        incarnation: u64,
     },
     Fault(Fault),
 }
@@ -487,7 +498,7 @@ impl Sim {
     fn dispatch(&mut self, ev: Ev) {
         // Events for a stalled node wait until it resumes.
         let target = match &ev {
-            Ev::Deliver { to, .. } | Ev::Unreachable { to, .. } => Some(*to),
+            Ev::Deliver { to, .. } | Ev::Unreachable { to, .. } | Ev::Exit { to, .. } => Some(*to),
             Ev::Timer { node } | Ev::ActionDone { node, .. } => Some(*node),
             Ev::FenceDone { fencer, .. } => Some(*fencer),
             Ev::Resume { .. } | Ev::Fault(_) => None,
@@ -528,6 +539,19 @@ impl Sim {
                     return;
                 };
                 node.handle_unreachable(now, about, link);
+                self.after_call(i);
+            }
+            Ev::Exit {
+                to,
+                about,
+                incarnation,
+            } => {
+                let Some(i) = self.idx(to) else { return };
+                let now = self.local_now(i);
+                let Some(node) = self.nodes[i].node.as_mut() else {
+                    return;
+                };
+                node.handle_peer_exit(now, about, incarnation);
                 self.after_call(i);
             }
             Ev::Timer { node } => {
@@ -640,7 +664,11 @@ impl Sim {
         match f {
             Fault::Crash(n) => {
                 if let Some(i) = self.idx(n) {
+                    let was_up = self.nodes[i].node.is_some();
                     self.crash(i);
+                    if was_up && self.cfg.exit_notices {
+                        self.send_exit_notices(i);
+                    }
                 }
             }
             Fault::Restart(n) => {
@@ -724,6 +752,31 @@ impl Sim {
     fn send_unreachable(&mut self, to: NodeId, about: NodeId, link: LinkId) {
         if let Some(at) = self.arrival(about, to) {
             self.push(at, Ev::Unreachable { to, about, link });
+        }
+    }
+
+    /// Tell every peer not cut off from crashed node `i` that its instance exited (over TCP:
+    /// not lost, only delayed).
+    fn send_exit_notices(&mut self, i: usize) {
+        let about = self.nodes[i].id;
+        let incarnation = self.nodes[i].incarnation;
+        let peers: Vec<NodeId> = self
+            .nodes
+            .iter()
+            .map(|n| n.id)
+            .filter(|&n| n != about && !self.cuts.contains(&(about, n)))
+            .collect();
+        for to in peers {
+            let d = self.rand_between(self.cfg.delay_min, self.cfg.delay_max);
+            let at = self.now + d;
+            self.push(
+                at,
+                Ev::Exit {
+                    to,
+                    about,
+                    incarnation,
+                },
+            );
         }
     }
 

@@ -5,7 +5,7 @@
 //! ```text
 //! ha-net-node (--config CLUSTER.toml | --config MODEL.json | --heartbeat DIR) [--node ID|NAME]
 //!             [--log FILE] [--echo-port PORT] [--stop-timeout-ms MS] [--realtime] [--status FILE]
-//!             [--control SOCKET] [--state FILE] [--no-unreachable] [--check]
+//!             [--control SOCKET] [--state FILE] [--no-unreachable] [--no-exit-watch] [--check]
 //! ha-net-node --ctl SOCKET (standby|online|status|move GROUP|ban GROUP|clear GROUP)
 //! ```
 //! `--config` takes the TOML cluster file (`ha_core::config`) or a JSON `ClusterModel`;
@@ -20,7 +20,8 @@
 //! exits 1 on an error. `--state FILE` keeps the operator's standby, moves and bans across
 //! restarts ([`ha_net::operator_state`]). `--no-unreachable` ignores ICMP "port unreachable"
 //! from peers' hosts (see [`RuntimeConfig::unreachable_reports`]): only deadtime then detects a
-//! killed peer daemon.
+//! killed peer daemon. `--no-exit-watch` opens no exit-watch connections
+//! ([`RuntimeConfig::exit_watch`]).
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -50,13 +51,14 @@ struct Args {
     control: Option<PathBuf>,
     state: Option<PathBuf>,
     no_unreachable: bool,
+    no_exit_watch: bool,
 }
 
 fn usage(msg: &str) -> ! {
     eprintln!(
         "ha-net-node: {msg}\nusage: ha-net-node (--config CLUSTER.toml|MODEL.json | --heartbeat DIR) \
          [--node ID|NAME] [--log FILE] [--echo-port PORT] [--stop-timeout-ms MS] [--realtime] \
-         [--status FILE] [--control SOCKET] [--state FILE] [--no-unreachable] [--check]\n       ha-net-node --ctl SOCKET (standby|online|status|move GROUP|ban GROUP|clear GROUP)"
+         [--status FILE] [--control SOCKET] [--state FILE] [--no-unreachable] [--no-exit-watch] [--check]\n       ha-net-node --ctl SOCKET (standby|online|status|move GROUP|ban GROUP|clear GROUP)"
     );
     std::process::exit(2)
 }
@@ -74,6 +76,7 @@ fn parse_args() -> Args {
         control: None,
         state: None,
         no_unreachable: false,
+        no_exit_watch: false,
     };
     let mut it = std::env::args().skip(1);
     while let Some(k) = it.next() {
@@ -103,6 +106,7 @@ fn parse_args() -> Args {
             }
             "--realtime" => a.realtime = true,
             "--no-unreachable" => a.no_unreachable = true,
+            "--no-exit-watch" => a.no_exit_watch = true,
             _ => usage(&format!("unknown argument {k}")),
         }
     }
@@ -194,6 +198,7 @@ async fn run(args: Args) -> Result<(), Box<dyn std::error::Error>> {
     let mut cfg = RuntimeConfig::new(model, me);
     cfg.state_file = args.state.clone();
     cfg.unreachable_reports = !args.no_unreachable;
+    cfg.exit_watch = !args.no_exit_watch;
     ha_net::floating_ip::register(&mut cfg.agents.registry);
     let node = NodeRuntime::start(cfg)?;
     if let Some(port) = args.echo_port {

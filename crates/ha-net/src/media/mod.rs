@@ -281,6 +281,25 @@ impl Media {
         n
     }
 
+    /// The unicast media as the exit watch needs them ([`crate::exit_watch`]).
+    pub fn watch_links(&self) -> Vec<crate::exit_watch::WatchLink> {
+        self.links
+            .iter()
+            .enumerate()
+            .filter_map(|(i, (_, l))| match l {
+                LinkTx::Udp(u) | LinkTx::PolledUdp(u) if u.reports_unreachable() => {
+                    Some(crate::exit_watch::WatchLink {
+                        link: LinkId(u8::try_from(i).unwrap_or(u8::MAX)),
+                        interface: u.interface.clone(),
+                        local: u.local_addr().ok()?,
+                        peers: u.dests.clone(),
+                    })
+                }
+                _ => None,
+            })
+            .collect()
+    }
+
     /// A watch that wakes when a unicast medium has an ICMP error queued (`None` without
     /// unicast media). Received frames do not wake it: polled media stay polled.
     pub fn unreachable_watch(&self) -> Result<Option<UnreachableWatch>> {

@@ -52,6 +52,8 @@ pub struct UdpLink {
     pub(crate) dests: Vec<SocketAddr>,
     /// ICMP errors for our datagrams are queued for [`UdpLink::try_recv_unreachable`].
     pub(crate) reports_unreachable: bool,
+    /// The interface it is bound to (empty: any).
+    pub(crate) interface: String,
 }
 
 /// Parse `IP:PORT`, `[IPv6]:PORT` or a bare `IP` (then `default_port`).
@@ -192,6 +194,7 @@ impl UdpLink {
             socket: Arc::new(s.into()),
             dests,
             reports_unreachable: unicast,
+            interface: cfg.interface.clone(),
         })
     }
 

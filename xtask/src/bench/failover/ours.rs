@@ -1,6 +1,7 @@
 //! This toolkit: one `ha-net-node` process per node (crates/ha-net/src/bin/ha-net-node.rs),
 //! two-node quorum, one group holding the `IPaddr` resource, preferring A, auto_failback on,
-//! unicast heartbeats on eth0 authenticated with HMAC-SHA256, SCHED_FIFO (`--realtime`).
+//! unicast heartbeats on eth0 authenticated with HMAC-SHA256, SCHED_FIFO (`--realtime`), exit
+//! watch and "port unreachable" reports on (`--ours-heartbeats-only` turns both off).
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -26,6 +27,7 @@ pub struct Ours {
     bin: PathBuf,
     keepalive: Duration,
     deadtime: Duration,
+    heartbeats_only: bool,
 }
 
 impl Ours {
@@ -35,7 +37,15 @@ impl Ours {
             bin,
             keepalive,
             deadtime,
+            heartbeats_only: false,
         }
+    }
+
+    /// With `on`, the nodes run without exit watch and "port unreachable" reports: deadtime
+    /// alone finds a crash.
+    pub fn heartbeats_only(mut self, on: bool) -> Ours {
+        self.heartbeats_only = on;
+        self
     }
 
     fn model(&self, rig: &Rig) -> ClusterModel {
@@ -107,9 +117,14 @@ impl System for Ours {
 
     fn setting(&self) -> String {
         format!(
-            "ha-net-node, ucast, keepalive {} ms, deadtime {} ms, realtime",
+            "ha-net-node, ucast, keepalive {} ms, deadtime {} ms, realtime, {}",
             self.keepalive.as_millis(),
-            self.deadtime.as_millis()
+            self.deadtime.as_millis(),
+            if self.heartbeats_only {
+                "heartbeats only"
+            } else {
+                "exit watch + port unreachable"
+            }
         )
     }
 
@@ -131,20 +146,24 @@ impl System for Ours {
         let log = s(d.join(log_name(self.name(), node, run)));
         let id = NodeId((node + 1) as u16).0.to_string();
         let bin = self.bin.to_string_lossy().into_owned();
+        let mut args = vec![
+            "--model",
+            &model,
+            "--node",
+            &id,
+            "--log",
+            &log,
+            "--stop-timeout-ms",
+            "2000",
+            "--realtime",
+        ];
+        if self.heartbeats_only {
+            args.extend(["--no-exit-watch", "--no-unreachable"]);
+        }
         rig.spawn_logged(
             node,
             &bin,
-            &[
-                "--model",
-                &model,
-                "--node",
-                &id,
-                "--log",
-                &log,
-                "--stop-timeout-ms",
-                "2000",
-                "--realtime",
-            ],
+            &args,
             &log_name(self.name(), node, run).replace(".log", ".stderr"),
         )
     }
