@@ -174,6 +174,18 @@ fn three_second_deadtime() -> ClusterModel {
     m
 }
 
+/// Stop A's runtime as a crash would (its memory resource goes with it) and wait for B to run
+/// the group: how long that took, and B's transport counters then.
+async fn crash_a(a: &TestNode, b: &TestNode) -> (Duration, ha_net::auth::Counters) {
+    a.rt.abort();
+    a.vip.set_running(false);
+    let took = wait_for("B takes over", Duration::from_secs(10), || {
+        b.vip.is_running()
+    })
+    .await;
+    (took, b.rt.status().transport)
+}
+
 /// A daemon killed on a live host: the host answers B's next heartbeat with "port
 /// unreachable" and B takes over once A's next heartbeat is overdue, long before deadtime
 /// (3 s here). With the reports turned off, B waits for deadtime.
@@ -196,13 +208,7 @@ async fn port_unreachable_after_a_crash_fails_over_before_deadtime() {
             b.rt.status().transport.frames_accepted > 2
         })
         .await;
-        a.rt.abort();
-        a.vip.set_running(false);
-        let took = wait_for("B takes over", Duration::from_secs(10), || {
-            b.vip.is_running()
-        })
-        .await;
-        let st = b.rt.status().transport;
+        let (took, st) = crash_a(&a, &b).await;
         eprintln!("reports {reports}: takeover after {took:?}, {st:?}");
         if reports {
             assert!(st.unreachable_reports > 0, "{st:?}");
@@ -236,13 +242,7 @@ async fn exit_watch_fails_over_at_once_when_the_peer_daemon_dies() {
     .await;
     // Let B's watcher connect and check A's hello (one retry pause included).
     tokio::time::sleep(Duration::from_millis(1200)).await;
-    a.rt.abort();
-    a.vip.set_running(false);
-    let took = wait_for("B takes over", Duration::from_secs(10), || {
-        b.vip.is_running()
-    })
-    .await;
-    let st = b.rt.status().transport;
+    let (took, st) = crash_a(&a, &b).await;
     eprintln!("exit watch: takeover after {took:?}, {st:?}");
     assert_eq!(st.peer_exits, 1, "{st:?}");
     assert_eq!(st.unreachable_reports, 0, "{st:?}");
