@@ -174,6 +174,11 @@ fn node_model(ports: (u16, u16), me: NodeId) -> ClusterModel {
 fn boot(ports: (u16, u16), me: NodeId, life: u32, timeline: &Arc<Timeline>) -> Result<NodeRuntime> {
     let model = Arc::new(node_model(ports, me));
     let mut cfg = RuntimeConfig::new(model, me);
+    // The same story as the simulated mode: deadtime finds the crash. A real daemon would
+    // also learn of a crashed peer's exit at once (`ha_net::exit_watch`, "port unreachable"),
+    // which would skip the wait this demo is about.
+    cfg.exit_watch = false;
+    cfg.unreachable_reports = false;
     let tl = timeline.clone();
     cfg.agents.registry = ResourceRegistry::new().with("sim", move |spec| {
         let inner = MemoryResource::from_spec(spec);
