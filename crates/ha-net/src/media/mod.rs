@@ -255,14 +255,7 @@ impl Media {
         // Bounded per call like `poll_receive`: the error queue holds at most a socket buffer.
         const MAX_PER_LINK: usize = 64;
         let mut n = 0;
-        for (i, (name, l)) in self.links.iter().enumerate() {
-            let (LinkTx::Udp(u) | LinkTx::PolledUdp(u)) = l else {
-                continue;
-            };
-            if !u.reports_unreachable() {
-                continue;
-            }
-            let id = LinkId(u8::try_from(i).unwrap_or(u8::MAX));
+        for (id, name, u) in self.unicast() {
             for _ in 0..MAX_PER_LINK {
                 match u.try_recv_unreachable() {
                     Ok(Some(dest)) => {
@@ -281,21 +274,30 @@ impl Media {
         n
     }
 
-    /// The unicast media as the exit watch needs them ([`crate::exit_watch`]).
-    pub fn watch_links(&self) -> Vec<crate::exit_watch::WatchLink> {
+    /// The unicast UDP media (the ones that know their peers' addresses), with link id and
+    /// name.
+    fn unicast(&self) -> impl Iterator<Item = (LinkId, &str, &UdpLink)> {
         self.links
             .iter()
             .enumerate()
-            .filter_map(|(i, (_, l))| match l {
+            .filter_map(|(i, (name, l))| match l {
                 LinkTx::Udp(u) | LinkTx::PolledUdp(u) if u.reports_unreachable() => {
-                    Some(crate::exit_watch::WatchLink {
-                        link: LinkId(u8::try_from(i).unwrap_or(u8::MAX)),
-                        interface: u.interface.clone(),
-                        local: u.local_addr().ok()?,
-                        peers: u.dests.clone(),
-                    })
+                    Some((LinkId(u8::try_from(i).unwrap_or(u8::MAX)), name.as_str(), u))
                 }
                 _ => None,
+            })
+    }
+
+    /// The unicast media as the exit watch needs them ([`crate::exit_watch`]).
+    pub fn watch_links(&self) -> Vec<crate::exit_watch::WatchLink> {
+        self.unicast()
+            .filter_map(|(link, _, u)| {
+                Some(crate::exit_watch::WatchLink {
+                    link,
+                    interface: u.interface.clone(),
+                    local: u.local_addr().ok()?,
+                    peers: u.dests.clone(),
+                })
             })
             .collect()
     }
@@ -303,18 +305,12 @@ impl Media {
     /// A watch that wakes when a unicast medium has an ICMP error queued (`None` without
     /// unicast media). Received frames do not wake it: polled media stay polled.
     pub fn unreachable_watch(&self) -> Result<Option<UnreachableWatch>> {
-        let sockets: Vec<&UdpLink> = self
-            .links
-            .iter()
-            .filter_map(|(_, l)| match l {
-                LinkTx::Udp(u) | LinkTx::PolledUdp(u) if u.reports_unreachable() => Some(u),
-                _ => None,
-            })
-            .collect();
+        let sockets: Vec<&std::net::UdpSocket> =
+            self.unicast().map(|(_, _, u)| u.socket.as_ref()).collect();
         if sockets.is_empty() {
             return Ok(None);
         }
-        UnreachableWatch::new(sockets.iter().map(|u| u.socket.as_ref())).map(Some)
+        UnreachableWatch::new(sockets).map(Some)
     }
 
     /// Add a stream medium over any byte stream (serial line, pty, pipe pair, TCP).
