@@ -118,18 +118,7 @@ pub enum Message {
 
 /// RFC 1071 Internet checksum of `data`.
 pub fn checksum(data: &[u8]) -> u16 {
-    let mut sum: u32 = 0;
-    let mut words = data.chunks_exact(2);
-    for w in &mut words {
-        sum += u32::from(u16::from_be_bytes([w[0], w[1]]));
-    }
-    if let [last] = words.remainder() {
-        sum += u32::from(u16::from_be_bytes([*last, 0]));
-    }
-    while sum >> 16 != 0 {
-        sum = (sum & 0xFFFF) + (sum >> 16);
-    }
-    !(sum as u16)
+    super::checksum::internet_checksum(0, data)
 }
 
 /// Encode an echo request (`reply` false) or reply. ICMPv4 messages carry their checksum;

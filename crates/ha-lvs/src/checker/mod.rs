@@ -21,6 +21,7 @@
 //! dns), ICMP echo (IPv4 and IPv6), external command, and the static always-up/always-down.
 
 pub mod banner;
+mod checksum;
 pub mod dns;
 pub mod driver;
 pub mod ftp;

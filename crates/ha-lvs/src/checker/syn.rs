@@ -7,6 +7,8 @@
 
 use std::net::{Ipv4Addr, Ipv6Addr};
 
+use super::checksum::internet_checksum;
+
 /// TCP flag bits.
 pub mod flags {
     /// FIN.
@@ -131,7 +133,7 @@ impl Segment {
         b[9] = libc::IPPROTO_TCP as u8;
         b[12..16].copy_from_slice(&self.src.octets());
         b[16..20].copy_from_slice(&self.dst.octets());
-        let ipsum = checksum(0, &b[..20]);
+        let ipsum = internet_checksum(0, &b[..20]);
         b[10..12].copy_from_slice(&ipsum.to_be_bytes());
         let t = &mut b[20..];
         self.write_tcp(t);
@@ -192,24 +194,8 @@ fn tcp6_checksum(src: Ipv6Addr, dst: Ipv6Addr, tcp: &[u8]) -> u16 {
     pseudo[16..32].copy_from_slice(&dst.octets());
     pseudo[32..36].copy_from_slice(&(tcp.len() as u32).to_be_bytes());
     pseudo[39] = libc::IPPROTO_TCP as u8;
-    let partial = !checksum(0, &pseudo);
-    checksum(u32::from(partial), tcp)
-}
-
-/// One's-complement sum over `data` added to `acc`, folded.
-fn checksum(acc: u32, data: &[u8]) -> u16 {
-    let mut sum = acc;
-    let mut chunks = data.chunks_exact(2);
-    for c in &mut chunks {
-        sum += u32::from(u16::from_be_bytes([c[0], c[1]]));
-    }
-    if let [last] = chunks.remainder() {
-        sum += u32::from(*last) << 8;
-    }
-    while sum >> 16 != 0 {
-        sum = (sum & 0xffff) + (sum >> 16);
-    }
-    !(sum as u16)
+    let partial = !internet_checksum(0, &pseudo);
+    internet_checksum(u32::from(partial), tcp)
 }
 
 fn tcp_checksum(src: Ipv4Addr, dst: Ipv4Addr, tcp: &[u8]) -> u16 {
@@ -218,8 +204,8 @@ fn tcp_checksum(src: Ipv4Addr, dst: Ipv4Addr, tcp: &[u8]) -> u16 {
     pseudo[4..8].copy_from_slice(&dst.octets());
     pseudo[9] = libc::IPPROTO_TCP as u8;
     pseudo[10..12].copy_from_slice(&(tcp.len() as u16).to_be_bytes());
-    let partial = !checksum(0, &pseudo);
-    checksum(u32::from(partial), tcp)
+    let partial = !internet_checksum(0, &pseudo);
+    internet_checksum(u32::from(partial), tcp)
 }
 
 #[cfg(test)]
@@ -257,7 +243,7 @@ mod tests {
             prop_assert_eq!(Segment::decode(&b), Some(s));
             // A correct checksum sums to zero over pseudo header + segment.
             prop_assert_eq!(tcp_checksum(s.src, s.dst, &b[20..]), 0);
-            prop_assert_eq!(checksum(0, &b[..20]), 0);
+            prop_assert_eq!(internet_checksum(0, &b[..20]), 0);
         }
 
         #[test]
