@@ -378,9 +378,9 @@ impl Node {
         }
         info!(node = %self.me, %peer, incarnation, "peer's daemon exited: declaring it dead now");
         let mut ev = Vec::new();
+        // Its PeerDown marks the placement dirty.
         self.liveness.mark_exited(peer, incarnation, &mut ev);
         self.apply_liveness_events(ev);
-        self.dirty = true;
         self.step(now);
     }
 
