@@ -21,7 +21,6 @@ pub mod hello;
 
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use ha_core::{LinkId, NodeId};
@@ -144,10 +143,8 @@ fn listen(l: &WatchLink) -> std::io::Result<TcpListener> {
 /// closes it. The connections live in a [`JoinSet`] owned here: when this task is aborted
 /// (the runtime stops), they close with it.
 async fn serve(listener: TcpListener, allowed: Vec<IpAddr>, id: Arc<Identity>) {
-    let held = Arc::new(AtomicUsize::new(0));
     let mut conns = JoinSet::new();
     loop {
-        while conns.try_join_next().is_some() {}
         let (stream, from) = match listener.accept().await {
             Ok(x) => x,
             Err(e) => {
@@ -156,17 +153,17 @@ async fn serve(listener: TcpListener, allowed: Vec<IpAddr>, id: Arc<Identity>) {
                 continue;
             }
         };
-        if !allowed.contains(&from.ip()) || held.load(Ordering::Relaxed) >= MAX_HELD {
+        // Reap closed connections: what is left in the set is what we hold.
+        while conns.try_join_next().is_some() {}
+        if !allowed.contains(&from.ip()) || conns.len() >= MAX_HELD {
             tracing::debug!(%from, "exit watch: connection refused (not a peer, or too many)");
             continue;
         }
-        held.fetch_add(1, Ordering::Relaxed);
-        let (id, held) = (Arc::clone(&id), Arc::clone(&held));
+        let id = Arc::clone(&id);
         conns.spawn(async move {
             if let Err(e) = answer(stream, &id).await {
                 tracing::debug!(%from, error = %e, "exit watch: watcher left");
             }
-            held.fetch_sub(1, Ordering::Relaxed);
         });
     }
 }
