@@ -72,15 +72,17 @@ fn local_addresses() -> Vec<IpAddr> {
         return Vec::new();
     };
     addrs
-        .filter_map(|a| {
-            let sa = a.address?;
-            if let Some(v4) = sa.as_sockaddr_in() {
-                Some(IpAddr::V4(v4.ip()))
-            } else {
-                sa.as_sockaddr_in6().map(|v6| IpAddr::V6(v6.ip()))
-            }
-        })
+        .filter_map(|a| socket_addr(&a.address?).map(|s| s.ip()))
         .collect()
+}
+
+/// The IPv4 or IPv6 socket address in a kernel-filled address (`None` for other families).
+fn socket_addr(a: &nix::sys::socket::SockaddrStorage) -> Option<SocketAddr> {
+    match (a.as_sockaddr_in(), a.as_sockaddr_in6()) {
+        (Some(v4), _) => Some(SocketAddr::V4((*v4).into())),
+        (_, Some(v6)) => Some(SocketAddr::V6((*v6).into())),
+        _ => None,
+    }
 }
 
 fn ifindex(interface: &str) -> Result<u32> {
@@ -222,14 +224,7 @@ impl UdpLink {
             MsgFlags::MSG_ERRQUEUE | MsgFlags::MSG_DONTWAIT,
         )
         .map_err(std::io::Error::from)?;
-        let dest = msg.address.and_then(|a| {
-            if let Some(v4) = a.as_sockaddr_in() {
-                Some(SocketAddr::new(IpAddr::V4(v4.ip()), v4.port()))
-            } else {
-                a.as_sockaddr_in6()
-                    .map(|v6| SocketAddr::new(IpAddr::V6(v6.ip()), v6.port()))
-            }
-        });
+        let dest = msg.address.as_ref().and_then(socket_addr);
         let Ok(cmsgs) = msg.cmsgs() else {
             return Ok(None);
         };
@@ -357,7 +352,14 @@ impl UdpLink {
             let truncated = h.msg_hdr.msg_flags & libc::MSG_TRUNC != 0;
             batch.lens[i] = if truncated { 0 } else { h.msg_len as usize };
             batch.stamps[i] = stamp_of(&h.msg_hdr);
-            batch.sources[i] = socket_addr(&batch.names[i]);
+            // SAFETY: recvmmsg filled `names[i]` with an address of `msg_namelen` bytes.
+            let name = unsafe {
+                <nix::sys::socket::SockaddrStorage as nix::sys::socket::SockaddrLike>::from_raw(
+                    std::ptr::from_ref(&batch.names[i]).cast(),
+                    Some(h.msg_hdr.msg_namelen),
+                )
+            };
+            batch.sources[i] = name.as_ref().and_then(socket_addr);
         }
         batch.filled = n;
         Ok(n)
@@ -377,29 +379,6 @@ impl UdpLink {
             }
         }
         sent
-    }
-}
-
-/// The IPv4 or IPv6 address in a `sockaddr_storage` filled by the kernel.
-fn socket_addr(ss: &libc::sockaddr_storage) -> Option<SocketAddr> {
-    match i32::from(ss.ss_family) {
-        libc::AF_INET => {
-            // SAFETY: the family says the storage holds a sockaddr_in, which it can hold.
-            let a = unsafe { &*std::ptr::from_ref(ss).cast::<libc::sockaddr_in>() };
-            Some(SocketAddr::new(
-                IpAddr::V4(Ipv4Addr::from(u32::from_be(a.sin_addr.s_addr))),
-                u16::from_be(a.sin_port),
-            ))
-        }
-        libc::AF_INET6 => {
-            // SAFETY: as above, for sockaddr_in6.
-            let a = unsafe { &*std::ptr::from_ref(ss).cast::<libc::sockaddr_in6>() };
-            Some(SocketAddr::new(
-                IpAddr::V6(Ipv6Addr::from(a.sin6_addr.s6_addr)),
-                u16::from_be(a.sin6_port),
-            ))
-        }
-        _ => None,
     }
 }
 
