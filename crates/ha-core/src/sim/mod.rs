@@ -533,27 +533,13 @@ impl Sim {
                 self.after_call(i);
             }
             Ev::Unreachable { to, about, link } => {
-                let Some(i) = self.idx(to) else { return };
-                let now = self.local_now(i);
-                let Some(node) = self.nodes[i].node.as_mut() else {
-                    return;
-                };
-                node.handle_unreachable(now, about, link);
-                self.after_call(i);
+                self.call_node(to, |n, now| n.handle_unreachable(now, about, link));
             }
             Ev::Exit {
                 to,
                 about,
                 incarnation,
-            } => {
-                let Some(i) = self.idx(to) else { return };
-                let now = self.local_now(i);
-                let Some(node) = self.nodes[i].node.as_mut() else {
-                    return;
-                };
-                node.handle_peer_exit(now, about, incarnation);
-                self.after_call(i);
-            }
+            } => self.call_node(to, |n, now| n.handle_peer_exit(now, about, incarnation)),
             Ev::Timer { node } => {
                 let Some(i) = self.idx(node) else { return };
                 if self.nodes[i].timer_at != Some(self.now) {
@@ -708,35 +694,15 @@ impl Sim {
             Fault::Ping(n, ok) => {
                 if let Some(i) = self.idx(n) {
                     self.nodes[i].ping_ok = ok;
-                    let now = self.local_now(i);
-                    if let Some(node) = self.nodes[i].node.as_mut() {
-                        node.handle_ping(now, ok);
-                        self.after_call(i);
-                    }
                 }
+                self.call_node(n, |node, now| node.handle_ping(now, ok));
             }
-            Fault::Standby(n) | Fault::Online(n) => {
-                let standby = matches!(f, Fault::Standby(_));
-                if let Some(i) = self.idx(n) {
-                    let now = self.local_now(i);
-                    if let Some(node) = self.nodes[i].node.as_mut() {
-                        if standby {
-                            node.request_standby(now);
-                        } else {
-                            node.request_online(now);
-                        }
-                        self.after_call(i);
-                    }
-                }
-            }
+            Fault::Standby(n) => self.call_node(n, |node, now| node.request_standby(now)),
+            Fault::Online(n) => self.call_node(n, |node, now| node.request_online(now)),
             Fault::Operator(n, g, pref) => {
-                if let Some(i) = self.idx(n) {
-                    let now = self.local_now(i);
-                    if let Some(node) = self.nodes[i].node.as_mut() {
-                        node.request_placement(now, &g, pref);
-                        self.after_call(i);
-                    }
-                }
+                self.call_node(n, |node, now| {
+                    node.request_placement(now, &g, pref);
+                });
             }
             Fault::Inject(n, r, op, code) => self.injections.push((n, r, op, code)),
             Fault::Unreachable(to, about) => {
@@ -790,6 +756,16 @@ impl Sim {
         }
         let d = self.rand_between(self.cfg.delay_min, self.cfg.delay_max);
         Some(self.now + d)
+    }
+
+    /// Call `f` on node `id` at its local time if it runs, then handle what it output.
+    fn call_node(&mut self, id: NodeId, f: impl FnOnce(&mut Node, Timestamp)) {
+        let Some(i) = self.idx(id) else { return };
+        let now = self.local_now(i);
+        if let Some(node) = self.nodes[i].node.as_mut() {
+            f(node, now);
+            self.after_call(i);
+        }
     }
 
     /// Drain a node's outputs and re-arm its timer.
