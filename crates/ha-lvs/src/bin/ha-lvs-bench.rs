@@ -1,8 +1,9 @@
 //! Benchmarks of the checker and the IPVS client.
 //!
 //! ```text
-//! ha-lvs-bench checker ENDPOINTS INTERVAL_MS SECONDS [connect|tcp_syn] [own|host]
+//! ha-lvs-bench checker ENDPOINTS INTERVAL_MS SECONDS [connect|tcp_syn|floor] [own|host]
 //!                                                      CPU of ENDPOINTS TCP probes on loopback
+//!                                                      (floor: a minimal SYN loop, no checker)
 //! ha-lvs-bench ipvs SERVICES DESTS                     time to build/read/diff a table (needs ip_vs)
 //! ha-lvs-bench rules SERVICES DESTS                    the same table as ipvsadm rules
 //! ha-lvs-bench serve COUNT                             (helper) accept-and-close listeners
@@ -18,13 +19,14 @@
 //! with the two processes, also when they are killed). `host` runs in the caller's namespace.
 
 use std::io::{BufRead, BufReader};
-use std::net::SocketAddr;
+use std::net::{Ipv4Addr, SocketAddr};
 use std::process::{Command, ExitCode, Stdio};
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
 use ha_lvs::Error;
-use ha_lvs::checker::driver::{Checker, MemoryTable};
+use ha_lvs::checker::driver::{Checker, MemoryTable, TICK};
+use ha_lvs::checker::syn::{Segment, flags as syn_flags};
 use ha_lvs::checker::{
     CheckKind, CheckSpec, FailureAction, Monitor, MonitorConfig, MonitoredReal, MonitoredService,
 };
@@ -152,19 +154,15 @@ fn checker(
             )));
         }
     };
-    let kind = match kind {
-        "connect" => CheckKind::Connect,
-        "tcp_syn" => CheckKind::TcpSyn,
+    let (kind, kind_name) = match kind {
+        "connect" => (Some(CheckKind::Connect), "connect"),
+        "tcp_syn" => (Some(CheckKind::TcpSyn), "tcp_syn"),
+        "floor" => (None, "floor"),
         k => {
             return Err(Error::invalid(format!(
-                "unknown check kind {k} (connect, tcp_syn)"
+                "unknown check kind {k} (connect, tcp_syn, floor)"
             )));
         }
-    };
-    let kind_name = if kind == CheckKind::Connect {
-        "connect"
-    } else {
-        "tcp_syn"
     };
     let exe = std::env::current_exe().map_err(|e| Error::io("current exe", e))?;
     let mut child = Command::new(exe)
@@ -184,6 +182,9 @@ fn checker(
         }
         raise_nofile(65536);
         let interval = Duration::from_millis(interval_ms);
+        let Some(kind) = kind else {
+            return syn_floor(endpoints, interval, seconds, netns);
+        };
         let mut services = Vec::new();
         let per_service = 5;
         for s in 0..endpoints.div_ceil(per_service) {
@@ -254,6 +255,222 @@ fn checker(
     let _ = child.kill();
     let _ = child.wait();
     result
+}
+
+/// The kernel's floor for the `tcp_syn` exchange: a minimal loop that sends the same SYNs
+/// (same sockets and options as the checker: a raw TCP socket bound to the source, the kernel
+/// writes the IP header, one `sendmmsg` per tick) to the same endpoints at the same rate and
+/// drains the replies with `recvmmsg`, only counting them: no schedule, no verdicts, no
+/// timeouts, no runtime. What the checker costs beyond it is the checker's own work.
+struct SynFloor {
+    raw: std::os::fd::OwnedFd,
+    sport: u16,
+    endpoints: usize,
+    per_tick: usize,
+    next: usize,
+    sent: u64,
+    open: u64,
+    tcp: Vec<[u8; 20]>,
+    addrs: Vec<libc::sockaddr_in>,
+    rbuf: Vec<[u8; 128]>,
+}
+
+impl SynFloor {
+    fn new(endpoints: usize, interval: Duration, sport: u16) -> Result<SynFloor, Error> {
+        use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+        // SAFETY: plain socket(2); checked before use.
+        let fd = unsafe {
+            libc::socket(
+                libc::AF_INET,
+                libc::SOCK_RAW | libc::SOCK_NONBLOCK | libc::SOCK_CLOEXEC,
+                libc::IPPROTO_TCP,
+            )
+        };
+        if fd < 0 {
+            return Err(last_os_error("raw socket (needs CAP_NET_RAW)"));
+        }
+        // SAFETY: fd is a fresh descriptor we own.
+        let raw = unsafe { OwnedFd::from_raw_fd(fd) };
+        let local = socket2::SockAddr::from(SocketAddr::from((Ipv4Addr::LOCALHOST, 0)));
+        // SAFETY: `local` is a valid address of the length it reports.
+        if unsafe { libc::bind(raw.as_raw_fd(), local.as_ptr().cast(), local.len()) } < 0 {
+            return Err(last_os_error("bind raw socket"));
+        }
+        let per_tick =
+            (endpoints as u128 * TICK.as_nanos() / interval.as_nanos().max(1)).max(1) as usize;
+        let batch = per_tick.min(1024);
+        Ok(SynFloor {
+            raw,
+            sport,
+            endpoints,
+            per_tick,
+            next: 0,
+            sent: 0,
+            open: 0,
+            tcp: vec![[0; 20]; batch],
+            // SAFETY: an all-zero sockaddr_in is valid.
+            addrs: vec![unsafe { std::mem::zeroed() }; batch],
+            rbuf: vec![[0; 128]; 256],
+        })
+    }
+
+    /// One tick: this tick's share of SYNs, then the replies queued.
+    fn tick(&mut self) -> Result<(), Error> {
+        use std::os::fd::AsRawFd;
+        let mut left = self.per_tick;
+        while left > 0 {
+            let n = left.min(self.tcp.len());
+            for j in 0..n {
+                let i = (self.next + j) % self.endpoints;
+                let SocketAddr::V4(t) = endpoint(i) else {
+                    continue;
+                };
+                let seg =
+                    Segment::syn(Ipv4Addr::LOCALHOST, self.sport, *t.ip(), t.port(), i as u32)
+                        .encode();
+                self.tcp[j].copy_from_slice(&seg[20..]);
+                self.addrs[j].sin_family = libc::AF_INET as libc::sa_family_t;
+                self.addrs[j].sin_addr.s_addr = u32::from_ne_bytes(t.ip().octets());
+            }
+            self.next += n;
+            let mut iov: Vec<libc::iovec> = self.tcp[..n]
+                .iter_mut()
+                .map(|p| libc::iovec {
+                    iov_base: p.as_mut_ptr().cast(),
+                    iov_len: p.len(),
+                })
+                .collect();
+            let mut hdrs: Vec<libc::mmsghdr> = iov
+                .iter_mut()
+                .zip(self.addrs.iter_mut())
+                .map(|(v, a)| {
+                    // SAFETY: an all-zero mmsghdr is valid; the pointers are filled in.
+                    let mut h: libc::mmsghdr = unsafe { std::mem::zeroed() };
+                    h.msg_hdr.msg_name = (a as *mut libc::sockaddr_in).cast();
+                    h.msg_hdr.msg_namelen = std::mem::size_of::<libc::sockaddr_in>() as u32;
+                    h.msg_hdr.msg_iov = v;
+                    h.msg_hdr.msg_iovlen = 1;
+                    h
+                })
+                .collect();
+            // SAFETY: every header points at a live packet and address.
+            let r = unsafe {
+                libc::sendmmsg(
+                    self.raw.as_raw_fd(),
+                    hdrs.as_mut_ptr(),
+                    n as libc::c_uint,
+                    0,
+                )
+            };
+            if r < 0 {
+                return Err(last_os_error("sendmmsg"));
+            }
+            self.sent += r as u64;
+            left -= n;
+        }
+        loop {
+            let mut iov: Vec<libc::iovec> = self
+                .rbuf
+                .iter_mut()
+                .map(|b| libc::iovec {
+                    iov_base: b.as_mut_ptr().cast(),
+                    iov_len: b.len(),
+                })
+                .collect();
+            let mut hdrs: Vec<libc::mmsghdr> = iov
+                .iter_mut()
+                .map(|v| {
+                    // SAFETY: an all-zero mmsghdr is valid; the iovec is filled in.
+                    let mut h: libc::mmsghdr = unsafe { std::mem::zeroed() };
+                    h.msg_hdr.msg_iov = v;
+                    h.msg_hdr.msg_iovlen = 1;
+                    h
+                })
+                .collect();
+            // SAFETY: every header points at a live buffer of the length given.
+            let n = unsafe {
+                libc::recvmmsg(
+                    self.raw.as_raw_fd(),
+                    hdrs.as_mut_ptr(),
+                    hdrs.len() as libc::c_uint,
+                    libc::MSG_DONTWAIT,
+                    std::ptr::null_mut(),
+                )
+            };
+            if n <= 0 {
+                return Ok(());
+            }
+            let lens: Vec<usize> = hdrs
+                .iter()
+                .take(n as usize)
+                .map(|h| h.msg_len as usize)
+                .collect();
+            for (len, b) in lens.into_iter().zip(&self.rbuf) {
+                if let Some(seg) = Segment::decode(&b[..len.min(b.len())])
+                    && seg.dport == self.sport
+                    && seg.flags & syn_flags::SYN != 0
+                {
+                    self.open += 1;
+                }
+            }
+        }
+    }
+
+    /// Run `ticks` ticks on the tick grid.
+    fn run(&mut self, ticks: u32) -> Result<(), Error> {
+        let t0 = Instant::now();
+        for k in 1..=ticks {
+            self.tick()?;
+            if let Some(w) = (t0 + TICK * k).checked_duration_since(Instant::now()) {
+                std::thread::sleep(w);
+            }
+        }
+        Ok(())
+    }
+}
+
+fn last_os_error(what: &str) -> Error {
+    Error::io(what.to_string(), std::io::Error::last_os_error())
+}
+
+/// Measure [`SynFloor`] over `seconds` after one interval of warm-up; print its CHECKER line.
+fn syn_floor(endpoints: usize, interval: Duration, seconds: u64, netns: &str) -> Result<(), Error> {
+    // Holds the source port: SYN-ACKs to it find no socket, so the kernel answers RST.
+    let reserve = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None)
+        .map_err(|e| Error::io("reserve socket", e))?;
+    reserve
+        .bind(&SocketAddr::from((Ipv4Addr::LOCALHOST, 0)).into())
+        .map_err(|e| Error::io("bind reserve socket", e))?;
+    let sport = reserve
+        .local_addr()
+        .ok()
+        .and_then(|a| a.as_socket())
+        .map(|a| a.port())
+        .ok_or_else(|| Error::invalid("reserve socket has no port"))?;
+    let mut f = SynFloor::new(endpoints, interval, sport)?;
+    let ticks = |d: Duration| (d.as_nanos() / TICK.as_nanos()).max(1) as u32;
+    f.run(ticks(interval))?;
+    let (s0, o0) = (f.sent, f.open);
+    let (c0, t0) = (proc_cpu(), Instant::now());
+    f.run(ticks(Duration::from_secs(seconds)))?;
+    let (c1, wall) = (proc_cpu(), t0.elapsed().as_secs_f64());
+    let (user, sys) = (c1.0 - c0.0, c1.1 - c0.1);
+    let (sent, open) = (f.sent - s0, f.open - o0);
+    // A floor that lost its replies measured something else: refuse it.
+    if open * 100 < sent * 99 {
+        return Err(Error::invalid(format!(
+            "floor: only {open} SYN-ACKs for {sent} SYNs"
+        )));
+    }
+    println!(
+        "CHECKER kind=floor netns={netns} endpoints={endpoints} interval_ms={} wall_s={wall:.2} expected={:.0} done={open} failed={} on_time=- late=- skipped=- missed=- max_late_ms=- tolerance_ms=- user_s={user:.2} sys_s={sys:.2} cpu_pct={:.1} us_per_probe={:.1}",
+        interval.as_millis(),
+        endpoints as f64 * wall / interval.as_secs_f64(),
+        sent - open,
+        100.0 * (user + sys) / wall,
+        1e6 * (user + sys) / (sent.max(1) as f64)
+    );
+    Ok(())
 }
 
 fn table(services: usize, dests: usize) -> Table {
@@ -338,7 +555,7 @@ fn main() -> ExitCode {
             Ok(())
         }
         _ => Err(Error::invalid(
-            "usage: ha-lvs-bench checker [ENDPOINTS INTERVAL_MS SECONDS [connect|tcp_syn [own|host]]] | ipvs [SERVICES DESTS]",
+            "usage: ha-lvs-bench checker [ENDPOINTS INTERVAL_MS SECONDS [connect|tcp_syn|floor [own|host]]] | ipvs [SERVICES DESTS]",
         )),
     };
     match r {
