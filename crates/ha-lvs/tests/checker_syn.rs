@@ -1,15 +1,17 @@
 //! The half-open `tcp_syn` check (raw sockets, needs CAP_NET_RAW) against loopback listeners on
-//! 127.0.0.1 and ::1: the probe alone and the checker driving a table (IPv4 takes the batched
-//! path, IPv6 one task per probe); and across two namespaces, where checksums are verified.
+//! 127.0.0.1 and ::1: the probe alone and the checker driving a table (both families take the
+//! batched path); and across two namespaces, where checksums are verified, one by one and
+//! batched.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
 use ha_lvs::checker::driver::{Checker, MemoryTable};
 use ha_lvs::checker::probe::{ProbeContext, run_probe_in};
+use ha_lvs::checker::syn::Verdict;
 use ha_lvs::checker::synprobe::SynProber;
 use ha_lvs::checker::{
     CheckKind, CheckSpec, FailureAction, Monitor, MonitorConfig, MonitoredReal, MonitoredService,
@@ -148,6 +150,24 @@ async fn checker_quiesces_and_restores(lo: &str, vip: &str) {
     assert!(s.probes.load(Ordering::Relaxed) >= 3);
     assert!(s.failures.load(Ordering::Relaxed) >= 1);
     assert!(s.on_time.load(Ordering::Relaxed) >= 3);
+    // Every run went out in a batch of SYNs, none as a task of its own. (Counters are added
+    // together at the end of a driver iteration: read them in one go between two.)
+    let batched_and_started = || {
+        let started = s.on_time.load(Ordering::Relaxed) + s.late.load(Ordering::Relaxed);
+        (s.batched.load(Ordering::Relaxed), started)
+    };
+    let deadline = Instant::now() + Duration::from_secs(2);
+    loop {
+        let (batched, started) = batched_and_started();
+        if batched >= 3 && batched == started {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "batched {batched} of {started} starts"
+        );
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
     checker.stop().await.unwrap();
     // Every probe of the open port was half-open: nothing reached accept().
     let accepted = tokio::time::timeout(Duration::from_millis(300), listener.accept()).await;
@@ -211,6 +231,39 @@ fn syn6_probe_across_namespaces() {
                         "{closed}: {down:?}"
                     );
                 }
+                // The same four in one batch of untracked SYNs, both families mixed.
+                let prober = SynProber::polled().unwrap();
+                let src = |t: SocketAddr| match t {
+                    SocketAddr::V4(t) => IpAddr::V4(prober.source_for(*t.ip()).unwrap()),
+                    SocketAddr::V6(t) => IpAddr::V6(prober.source_for6(t).unwrap()),
+                };
+                let targets = [open6, closed4, closed6, open4];
+                let syns: Vec<(IpAddr, SocketAddr, u32)> = targets
+                    .iter()
+                    .zip(100u32..)
+                    .map(|(&t, seq)| (src(t), t, seq))
+                    .collect();
+                prober.send_untracked(&syns).unwrap();
+                let (mut replies, mut tracked) = (Vec::new(), Vec::new());
+                let deadline = Instant::now() + Duration::from_secs(5);
+                while replies.len() < targets.len() && Instant::now() < deadline {
+                    tokio::time::sleep(Duration::from_millis(10)).await;
+                    prober.receive_untracked(&mut replies, &mut tracked);
+                }
+                assert!(tracked.is_empty(), "{tracked:?}");
+                let verdict = |t: SocketAddr, seq: u32| {
+                    replies
+                        .iter()
+                        .find(|r| r.from == t && r.seq == seq)
+                        .map(|r| r.verdict)
+                };
+                assert_eq!(verdict(open6, 100), Some(Verdict::Open), "{replies:?}");
+                assert_eq!(verdict(closed4, 101), Some(Verdict::Closed), "{replies:?}");
+                assert_eq!(verdict(closed6, 102), Some(Verdict::Closed), "{replies:?}");
+                assert_eq!(verdict(open4, 103), Some(Verdict::Open), "{replies:?}");
+                // A source of the wrong family is refused, nothing sent.
+                let wrong = [(src(open4), open6, 7)];
+                assert!(prober.send_untracked(&wrong).is_err());
             })
     });
     // Half-open: the listener of host 1 never got a connection.

@@ -9,7 +9,7 @@
 
 use super::idhash::IdMap;
 use std::hash::{Hash, Hasher};
-use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4};
+use std::net::{IpAddr, SocketAddr};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -162,6 +162,8 @@ pub struct CheckerStats {
     pub skipped: std::sync::atomic::AtomicU64,
     /// Largest start delay after its slot seen, in microseconds.
     pub max_late_us: std::sync::atomic::AtomicU64,
+    /// Probe starts that went out in a batch of SYNs (`tcp_syn`, no task of their own).
+    pub batched: std::sync::atomic::AtomicU64,
 }
 
 /// Counters of one driver iteration, added to [`CheckerStats`] once at its end: a locked
@@ -176,6 +178,7 @@ struct Counts {
     late: u64,
     skipped: u64,
     max_late_us: u64,
+    batched: u64,
 }
 
 impl Counts {
@@ -189,6 +192,7 @@ impl Counts {
             (c.on_time, &stats.on_time),
             (c.late, &stats.late),
             (c.skipped, &stats.skipped),
+            (c.batched, &stats.batched),
         ] {
             if n > 0 {
                 a.fetch_add(n, Relaxed);
@@ -302,7 +306,7 @@ struct Entry {
     interval: Duration,
     timeout: Duration,
     /// (source, target) of a `tcp_syn` probe sent in batches; `None`: run as a task.
-    syn: Option<(Ipv4Addr, SocketAddrV4)>,
+    syn: Option<(IpAddr, SocketAddr)>,
     /// Grid slot of the run in progress.
     running: Option<Duration>,
     /// Sequence number of the SYN in flight (meaningful while `running`).
@@ -347,14 +351,22 @@ impl Probes {
                 (self.slots.len() - 1) as u32
             }
         };
-        // Batched SYNs for IPv4 tcp_syn probes whose slot fits the sequence number; others
-        // (and a prober that failed to open) run as tasks, which report the problem.
-        let syn = match (&key.spec.kind, key.target, ctx.syn()) {
-            (super::CheckKind::TcpSyn, SocketAddr::V4(t), Some(p)) if slot <= SLOT_MASK => {
-                match p.source_for(*t.ip()) {
-                    Ok(src) => Some((src, t)),
+        // Batched SYNs for tcp_syn probes whose slot fits the sequence number; others (and a
+        // prober that failed to open, an IPv6 target on a host without IPv6, or a target
+        // without a source address) run as tasks, which report the problem: a batch holds
+        // only SYNs that can be sent.
+        let syn = match (&key.spec.kind, ctx.syn()) {
+            (super::CheckKind::TcpSyn, Some(p))
+                if slot <= SLOT_MASK && (key.target.is_ipv4() || p.has_ipv6()) =>
+            {
+                let src = match key.target {
+                    SocketAddr::V4(t) => p.source_for(*t.ip()).map(IpAddr::V4),
+                    SocketAddr::V6(t) => p.source_for6(t).map(IpAddr::V6),
+                };
+                match src {
+                    Ok(src) => Some((src, key.target)),
                     Err(e) => {
-                        tracing::warn!(target = %t, %e, "tcp_syn: no source address, probing from a task");
+                        tracing::warn!(target = %key.target, %e, "tcp_syn: no source address, probing from a task");
                         None
                     }
                 }
@@ -417,8 +429,11 @@ impl Probes {
         let slot = (r.seq ^ self.seq_key) & SLOT_MASK;
         let s = self.slots.get(slot as usize)?;
         let e = s.entry.as_ref()?;
-        let matches =
-            e.running.is_some() && e.seq == r.seq && e.syn.is_some_and(|(_, t)| t == r.from);
+        // Address and port only: replies carry no IPv6 flow label nor scope.
+        let matches = e.running.is_some()
+            && e.seq == r.seq
+            && e.syn
+                .is_some_and(|(_, t)| t.ip() == r.from.ip() && t.port() == r.from.port());
         matches.then_some((slot, s.generation))
     }
 }
@@ -468,7 +483,7 @@ async fn run<S: TableSink>(
     drop(initial);
     // Buffers reused across iterations.
     let mut due = Vec::new();
-    let mut batch: Vec<(Ipv4Addr, SocketAddrV4, u32)> = Vec::new();
+    let mut batch: Vec<(IpAddr, SocketAddr, u32)> = Vec::new();
     let mut batch_slots: Vec<(u32, u32)> = Vec::new();
     let mut replies = Vec::new();
     let mut verdicts = Vec::new();
@@ -515,6 +530,7 @@ async fn run<S: TableSink>(
                         e.seq = seq;
                     }
                     c.probes.syn_inflight += 1;
+                    c.counts.batched += 1;
                     batch.push((src, target, seq));
                     batch_slots.push((d.slot, d.tag));
                     syn_deadlines.insert(d.slot, seq, now + timeout);
@@ -722,18 +738,18 @@ mod tests {
         };
         let mut sent = Vec::new();
         for (i, t) in targets.iter().enumerate() {
-            let target: SocketAddrV4 = t.parse().unwrap();
+            let target: SocketAddr = t.parse().unwrap();
             let (slot, generation) = p.add(
                 ProbeId(i as u64 + 1),
                 &crate::checker::ProbeKey {
-                    target: SocketAddr::V4(target),
+                    target,
                     spec: crate::checker::CheckSpec::new(crate::checker::CheckKind::Connect),
                 },
                 &ProbeContext::default(),
             );
             let seq = p.next_seq(slot);
             let e = p.get(slot, generation).unwrap();
-            e.syn = Some((Ipv4Addr::LOCALHOST, target));
+            e.syn = Some((local(target), target));
             e.running = Some(Duration::ZERO);
             e.seq = seq;
             p.syn_inflight += 1;
@@ -745,6 +761,36 @@ mod tests {
             sent.push((slot, generation, reply));
         }
         (p, sent)
+    }
+
+    /// The loopback address of `target`'s family.
+    fn local(target: SocketAddr) -> IpAddr {
+        match target {
+            SocketAddr::V4(_) => std::net::Ipv4Addr::LOCALHOST.into(),
+            SocketAddr::V6(_) => std::net::Ipv6Addr::LOCALHOST.into(),
+        }
+    }
+
+    #[test]
+    fn syn6_replies_match_without_flow_label_or_scope() {
+        let (p, sent) = table(&["[fd00::1]:80", "10.0.0.1:80"]);
+        let (slot, generation, r) = sent[0];
+        assert_eq!(p.syn_reply(&r), Some((slot, generation)));
+        // A link-local target carries a scope; its replies do not.
+        let (mut p, sent) = table(&["[fe80::1]:80"]);
+        let (slot, generation, r) = sent[0];
+        let scoped = SocketAddr::V6(std::net::SocketAddrV6::new(
+            "fe80::1".parse().unwrap(),
+            80,
+            0,
+            2,
+        ));
+        p.get(slot, generation).unwrap().syn = Some((local(scoped), scoped));
+        assert_eq!(p.syn_reply(&r), Some((slot, generation)));
+        // Same address, another port: not ours.
+        let mut forged = r;
+        forged.from.set_port(81);
+        assert_eq!(p.syn_reply(&forged), None);
     }
 
     #[test]
@@ -782,7 +828,7 @@ mod tests {
         let (s, g) = p.add(
             ProbeId(9),
             &crate::checker::ProbeKey {
-                target: SocketAddr::V4(r0.from),
+                target: r0.from,
                 spec: crate::checker::CheckSpec::new(crate::checker::CheckKind::Connect),
             },
             &ProbeContext::default(),
@@ -792,7 +838,7 @@ mod tests {
         assert!(p.get(s0, g0).is_none());
         let seq = p.next_seq(s);
         let e = p.get(s, g).unwrap();
-        e.syn = Some((Ipv4Addr::LOCALHOST, r0.from));
+        e.syn = Some((local(r0.from), r0.from));
         e.running = Some(Duration::ZERO);
         e.seq = seq;
         assert_eq!(p.syn_reply(&r0), None);

@@ -2,9 +2,10 @@
 //! local source address, bound to it, sends SYNs with crafted TCP headers and reads the
 //! replies (SYN-ACK = open, RST = closed). No socket owns the SYN's source port, so the kernel
 //! itself answers a SYN-ACK with RST and the server drops its half-open connection. Needs
-//! CAP_NET_RAW. IPv4 targets can be probed in batches ([`SynProber::send_batch`],
-//! [`SynProber::send_untracked`]); IPv6 targets one by one ([`SynProber::probe6`]), through
-//! raw IPv6 TCP sockets, which send and deliver the TCP header without the IPv6 header.
+//! CAP_NET_RAW. Targets of both families can be probed in batches
+//! ([`SynProber::send_untracked`]; IPv4 also [`SynProber::send_batch`]) or one by one
+//! ([`SynProber::probe`], [`SynProber::probe6`]). IPv6 goes through raw IPv6 TCP sockets,
+//! which send and deliver the TCP header without the IPv6 header.
 //!
 //! Why: a full connect costs a socket, a three-way handshake and a teardown per probe (on
 //! loopback the prober is also charged for the server's side); this costs a share of one
@@ -33,7 +34,7 @@ use tokio::sync::{mpsc, oneshot};
 use tokio::task::JoinHandle;
 
 use super::idhash::IdMap;
-use super::syn::{SEGMENT_LEN, Segment, Segment6, Verdict};
+use super::syn::{Segment, Segment6, TCP_HEADER_LEN, Verdict};
 
 /// Length of the IPv4 header of our segments (no options).
 const IP_HEADER_LEN: usize = 20;
@@ -57,8 +58,8 @@ pub type BatchResult = (u64, u32, Verdict);
 /// A reply to a SYN sent with [`SynProber::send_untracked`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Reply {
-    /// Who answered (the probed endpoint, if genuine).
-    pub from: SocketAddrV4,
+    /// Who answered (the probed endpoint, if genuine; IPv6 without flow label or scope).
+    pub from: SocketAddr,
     /// Sequence number of the SYN it answers.
     pub seq: u32,
     /// Open or closed.
@@ -169,6 +170,12 @@ impl SynProber {
     /// [`SynProber::has_pending`]; it settles [`SynProber::probe`] futures too.
     pub fn polled() -> io::Result<SynProber> {
         Self::open(None, true)
+    }
+
+    /// Whether the source port is reserved for IPv6 too, so IPv6 targets can be probed (no
+    /// when the host has IPv6 disabled).
+    pub fn has_ipv6(&self) -> bool {
+        self.inner.v6
     }
 
     /// Whether any probe still waits for its reply.
@@ -312,8 +319,7 @@ impl SynProber {
             inner: &self.inner,
             seq,
         };
-        let pkt = Segment::syn(src, self.inner.sport, *target.ip(), target.port(), seq).encode();
-        self.send_packets(&[pkt], &[sockaddr(target)])?;
+        self.send_packets(&[OutSyn::v4(src, self.inner.sport, target, seq)])?;
         let v = rx
             .await
             .map_err(|_| io::Error::other("SYN receive task stopped"))?;
@@ -327,8 +333,7 @@ impl SynProber {
     /// address) come back in place.
     pub fn send_batch(&self, probes: &[(u64, SocketAddrV4)]) -> Vec<io::Result<u32>> {
         let mut out = Vec::with_capacity(probes.len());
-        let mut pkts = Vec::with_capacity(probes.len());
-        let mut addrs = Vec::with_capacity(probes.len());
+        let mut syns = Vec::with_capacity(probes.len());
         {
             let mut pending = lock(&self.inner.pending);
             for &(token, target) in probes {
@@ -342,18 +347,14 @@ impl SynProber {
                                 waiter: Waiter::Batch(token),
                             },
                         );
-                        pkts.push(
-                            Segment::syn(src, self.inner.sport, *target.ip(), target.port(), seq)
-                                .encode(),
-                        );
-                        addrs.push(sockaddr(target));
+                        syns.push(OutSyn::v4(src, self.inner.sport, target, seq));
                         out.push(Ok(seq));
                     }
                     Err(e) => out.push(Err(e)),
                 }
             }
         }
-        if let Err(e) = self.send_packets(&pkts, &addrs) {
+        if let Err(e) = self.send_packets(&syns) {
             let mut pending = lock(&self.inner.pending);
             for r in &mut out {
                 if let Ok(seq) = r {
@@ -373,20 +374,30 @@ impl SynProber {
     }
 
     /// Send SYNs the prober does not track: `(source, target, seq)` each, the source from
-    /// [`SynProber::source_for`], the sequence number the caller's own key to its probe. All
-    /// go out with few system calls (`sendmmsg`); their replies come back from
-    /// [`SynProber::receive_untracked`]. The caller matches them and handles timeouts, so a
-    /// probe costs the prober no map insert nor lookup.
-    pub fn send_untracked(&self, syns: &[(Ipv4Addr, SocketAddrV4, u32)]) -> io::Result<()> {
-        let mut pkts = Vec::with_capacity(syns.len());
-        let mut addrs = Vec::with_capacity(syns.len());
-        for &(src, target, seq) in syns {
-            pkts.push(
-                Segment::syn(src, self.inner.sport, *target.ip(), target.port(), seq).encode(),
-            );
-            addrs.push(sockaddr(target));
-        }
-        self.send_packets(&pkts, &addrs)
+    /// [`SynProber::source_for`] or [`SynProber::source_for6`] (same family as the target),
+    /// the sequence number the caller's own key to its probe. All go out with few system
+    /// calls (`sendmmsg` per run of one source), IPv4 and IPv6 alike; their replies come back
+    /// from [`SynProber::receive_untracked`]. The caller matches them and handles timeouts, so
+    /// a probe costs the prober no map insert nor lookup. A source of the other family than
+    /// its target is refused before anything is sent.
+    pub fn send_untracked(&self, syns: &[(IpAddr, SocketAddr, u32)]) -> io::Result<()> {
+        let sport = self.inner.sport;
+        let out = syns
+            .iter()
+            .map(|&(src, target, seq)| match (src, target) {
+                (IpAddr::V4(s), SocketAddr::V4(t)) => Ok(OutSyn::v4(s, sport, t, seq)),
+                (IpAddr::V6(s), SocketAddr::V6(t)) if self.inner.v6 => {
+                    Ok(OutSyn::v6(s, sport, t, seq))
+                }
+                (IpAddr::V6(_), SocketAddr::V6(_)) => Err(io::Error::other(
+                    "no IPv6 source port reserved (IPv6 disabled on this host?)",
+                )),
+                _ => Err(io::Error::other(format!(
+                    "tcp_syn: source {src} and target {target} are of different families"
+                ))),
+            })
+            .collect::<io::Result<Vec<_>>>()?;
+        self.send_packets(&out)
     }
 
     /// Read the replies already queued (on loopback and fast links they are there when the
@@ -411,42 +422,21 @@ impl SynProber {
         lock(&self.inner.pending).remove(&seq);
     }
 
-    /// Send prepared packets with `sendmmsg`, each from the receive socket bound to its source
+    /// Send prepared SYNs with `sendmmsg`, each from the receive socket bound to its source
     /// address (runs of one source share a call). The sockets are plain raw TCP sockets, not
     /// IP_HDRINCL: the kernel writes the IP header from the bound source, and its route
     /// lookup can use the cached route (a header-including send asks for a fresh route
     /// object per packet, allocated and freed through RCU).
-    fn send_packets(
-        &self,
-        pkts: &[[u8; SEGMENT_LEN]],
-        addrs: &[libc::sockaddr_in],
-    ) -> io::Result<()> {
+    fn send_packets(&self, syns: &[OutSyn]) -> io::Result<()> {
         let recvs = lock(&self.inner.recvs);
-        let mut start = 0;
-        while start < pkts.len() {
-            let src: [u8; 4] = [
-                pkts[start][12],
-                pkts[start][13],
-                pkts[start][14],
-                pkts[start][15],
-            ];
-            let run = pkts[start..]
-                .iter()
-                .position(|p| p[12..16] != src)
-                .unwrap_or(pkts.len() - start);
-            let end = start + run;
+        for run in syns.chunk_by(|a, b| a.src == b.src) {
+            let src = run[0].src;
             let fd = recvs
                 .iter()
-                .find(|r| r.addr == IpAddr::from(src))
+                .find(|r| r.addr == src)
                 .map(|r| r.fd.as_raw_fd())
-                .ok_or_else(|| {
-                    io::Error::other(format!(
-                        "no tcp_syn socket for source {}",
-                        Ipv4Addr::from(src)
-                    ))
-                })?;
-            sendmmsg_all(fd, &pkts[start..end], &addrs[start..end])?;
-            start = end;
+                .ok_or_else(|| io::Error::other(format!("no tcp_syn socket for source {src}")))?;
+            sendmmsg_all(fd, run)?;
         }
         Ok(())
     }
@@ -488,27 +478,7 @@ impl SynProber {
             inner: &self.inner,
             seq,
         };
-        let tcp = Segment6::syn(src, self.inner.sport, *target.ip(), target.port(), seq).encode();
-        let fd = lock(&self.inner.recvs)
-            .iter()
-            .find(|r| r.addr == IpAddr::V6(src))
-            .map(|r| r.fd.clone())
-            .ok_or_else(|| io::Error::other(format!("no tcp_syn socket for source {src}")))?;
-        let dst = socket2::SockAddr::from(SocketAddrV6::new(*target.ip(), 0, 0, target.scope_id()));
-        // SAFETY: tcp and dst are live for the call, with the lengths given.
-        let n = unsafe {
-            libc::sendto(
-                fd.as_raw_fd(),
-                tcp.as_ptr().cast(),
-                tcp.len(),
-                0,
-                dst.as_ptr().cast(),
-                dst.len(),
-            )
-        };
-        if n < 0 {
-            return Err(io::Error::last_os_error());
-        }
+        self.send_packets(&[OutSyn::v6(src, self.inner.sport, target, seq)])?;
         let v = rx
             .await
             .map_err(|_| io::Error::other("SYN receive task stopped"))?;
@@ -576,28 +546,54 @@ fn set_buffer(fd: &OwnedFd, force: libc::c_int, capped: libc::c_int, size: libc:
     }
 }
 
-/// `sendmmsg` the TCP part of `pkts` (the kernel adds the IP header) to `addrs` on raw socket
-/// `fd`, retrying the rest after a partial send.
-fn sendmmsg_all(
-    fd: std::os::fd::RawFd,
-    pkts: &[[u8; SEGMENT_LEN]],
-    addrs: &[libc::sockaddr_in],
-) -> io::Result<()> {
-    let mut iov: Vec<libc::iovec> = pkts
+/// A SYN ready to go: the TCP header (checksum over the pseudo-header filled in; the kernel
+/// adds the IP header) and where it goes from.
+struct OutSyn {
+    src: IpAddr,
+    tcp: [u8; TCP_HEADER_LEN],
+    dst: socket2::SockAddr,
+}
+
+impl OutSyn {
+    fn v4(src: Ipv4Addr, sport: u16, target: SocketAddrV4, seq: u32) -> OutSyn {
+        let pkt = Segment::syn(src, sport, *target.ip(), target.port(), seq).encode();
+        let mut tcp = [0; TCP_HEADER_LEN];
+        tcp.copy_from_slice(&pkt[IP_HEADER_LEN..]);
+        OutSyn {
+            src: src.into(),
+            tcp,
+            // Port 0: raw sockets take the protocol, not a port, from the address.
+            dst: SocketAddrV4::new(*target.ip(), 0).into(),
+        }
+    }
+
+    fn v6(src: Ipv6Addr, sport: u16, target: SocketAddrV6, seq: u32) -> OutSyn {
+        OutSyn {
+            src: src.into(),
+            tcp: Segment6::syn(src, sport, *target.ip(), target.port(), seq).encode(),
+            // The scope picks the interface of a link-local target.
+            dst: SocketAddrV6::new(*target.ip(), 0, 0, target.scope_id()).into(),
+        }
+    }
+}
+
+/// `sendmmsg` `syns` on raw socket `fd`, retrying the rest after a partial send.
+fn sendmmsg_all(fd: std::os::fd::RawFd, syns: &[OutSyn]) -> io::Result<()> {
+    let mut iov: Vec<libc::iovec> = syns
         .iter()
         .map(|p| libc::iovec {
-            iov_base: p[IP_HEADER_LEN..].as_ptr() as *mut libc::c_void,
-            iov_len: SEGMENT_LEN - IP_HEADER_LEN,
+            iov_base: p.tcp.as_ptr() as *mut libc::c_void,
+            iov_len: p.tcp.len(),
         })
         .collect();
     let mut msgs: Vec<libc::mmsghdr> = iov
         .iter_mut()
-        .zip(addrs)
-        .map(|(v, a)| {
+        .zip(syns)
+        .map(|(v, p)| {
             // SAFETY: an all-zero msghdr is valid; the pointers are filled in below.
             let mut h: libc::mmsghdr = unsafe { std::mem::zeroed() };
-            h.msg_hdr.msg_name = (a as *const libc::sockaddr_in) as *mut libc::c_void;
-            h.msg_hdr.msg_namelen = std::mem::size_of::<libc::sockaddr_in>() as u32;
+            h.msg_hdr.msg_name = p.dst.as_ptr() as *mut libc::c_void;
+            h.msg_hdr.msg_namelen = p.dst.len();
             h.msg_hdr.msg_iov = v;
             h.msg_hdr.msg_iovlen = 1;
             h
@@ -625,17 +621,6 @@ fn sendmmsg_all(
         done += n as usize;
     }
     Ok(())
-}
-
-fn sockaddr(target: SocketAddrV4) -> libc::sockaddr_in {
-    libc::sockaddr_in {
-        sin_family: libc::AF_INET as libc::sa_family_t,
-        sin_port: 0,
-        sin_addr: libc::in_addr {
-            s_addr: u32::from_ne_bytes(target.ip().octets()),
-        },
-        sin_zero: [0; 8],
-    }
 }
 
 /// Removes a pending probe whose future was dropped (timeout).
@@ -756,10 +741,7 @@ fn drain(
             let tracked =
                 !pending.is_empty() && pending.get(&seq).is_some_and(|p| p.target == from);
             if !tracked {
-                // Untracked SYNs are IPv4 only.
-                if let SocketAddr::V4(from) = from {
-                    other(Reply { from, seq, verdict });
-                }
+                other(Reply { from, seq, verdict });
             } else if let Some(p) = pending.remove(&seq) {
                 match p.waiter {
                     Waiter::Future(tx) => {
