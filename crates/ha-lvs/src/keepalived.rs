@@ -44,7 +44,11 @@
 //! - `PING_CHECK` → [`CheckKind::Ping`]; `SMTP_CHECK` → [`CheckKind::Banner`] expecting the
 //!   `220` greeting (no HELO exchange; default port 25); `DNS_CHECK` → [`CheckKind::Dns`]
 //!   (`type` default SOA, `name` default `.`).
-//! - `UDP_CHECK`, `BFD_CHECK`, `FILE_CHECK` are ignored with a warning.
+//! - `UDP_CHECK` → [`CheckKind::Udp`] with `payload HEX`, `require_reply [HEX]` (`x`
+//!   nibbles are wildcards), `min_reply_length` (default 0) and `max_reply_length` (default
+//!   255); a bad hex string or a minimum above the maximum is an error naming `file:line`.
+//!   Without `payload` we send an empty datagram (keepalived: filler bytes).
+//! - `BFD_CHECK`, `FILE_CHECK` are ignored with a warning.
 //!
 //! A real server carries one check here; keepalived requires all of its checkers to pass, so
 //! with several only the first supported one is kept (warning). `connect_ip` /
@@ -78,6 +82,7 @@ use std::time::Duration;
 
 use crate::checker::dns::DnsType;
 use crate::checker::tls::ClientIdentity;
+use crate::checker::udp::{HexPattern, UdpCheck, UdpReply};
 use crate::checker::{
     CheckKind, CheckSpec, FailureAction, MonitorConfig, MonitoredReal, MonitoredService, TlsCheck,
 };
@@ -1250,10 +1255,7 @@ impl Builder<'_> {
         dest: SocketAddr,
     ) -> R<Option<(CheckSpec, Option<SocketAddr>)>> {
         let kind_name = st.kw().to_string();
-        if matches!(
-            kind_name.as_str(),
-            "UDP_CHECK" | "BFD_CHECK" | "FILE_CHECK" | "track_bfd"
-        ) {
+        if matches!(kind_name.as_str(), "BFD_CHECK" | "FILE_CHECK" | "track_bfd") {
             self.warn(st.at, format!("{kind_name} is not supported and ignored"));
             return Ok(None);
         }
@@ -1266,6 +1268,9 @@ impl Builder<'_> {
         let mut misc_dynamic = false;
         let mut dns_type = DnsType::Soa;
         let mut dns_name = ".".to_string();
+        let mut udp = UdpCheck::default();
+        let mut udp_reply: Option<UdpReply> = None;
+        let (mut min_reply, mut max_reply) = (None, None);
         let mut hosts = 0usize;
         let body = st.block.as_deref().unwrap_or(&[]).to_vec();
         // Old SMTP_CHECK syntax: `host { connect_ip ... }` sub-blocks; the first one counts.
@@ -1313,6 +1318,38 @@ impl Builder<'_> {
                     dns_type = v.parse().map_err(|e: String| self.err(s.at, e))?;
                 }
                 "name" => dns_name = self.arg(s, 1, "name www.example.com")?.to_string(),
+                "payload" => {
+                    self.arg(s, 1, "payload 0a0b0c")?;
+                    udp.payload = HexPattern::parse(&s.words[1..].join(" "), false)
+                        .map_err(|e| self.err(s.at, format!("payload: {e}")))?
+                        .bytes;
+                }
+                "require_reply" => {
+                    let expect = if s.words.len() > 1 {
+                        HexPattern::parse(&s.words[1..].join(" "), true)
+                            .map_err(|e| self.err(s.at, format!("require_reply: {e}")))?
+                    } else {
+                        HexPattern::default()
+                    };
+                    udp_reply = Some(UdpReply {
+                        expect,
+                        ..UdpReply::default()
+                    });
+                }
+                "min_reply_length" | "max_reply_length" => {
+                    let v = self.arg(s, 1, "max_reply_length 512")?;
+                    let n: u16 = v.parse().map_err(|_| {
+                        self.err(
+                            s.at,
+                            format!("{} {v:?}: a length of 0 to 65535 bytes", s.kw()),
+                        )
+                    })?;
+                    if s.kw() == "min_reply_length" {
+                        min_reply = Some((usize::from(n), s.at));
+                    } else {
+                        max_reply = Some(usize::from(n));
+                    }
+                }
                 k => self.warn(
                     s.at,
                     format!("unknown keyword {k:?} in {kind_name} ignored"),
@@ -1332,6 +1369,26 @@ impl Builder<'_> {
         let (kind, timeout) = match kind_name.as_str() {
             "TCP_CHECK" => (CheckKind::Connect, timeout),
             "PING_CHECK" => (CheckKind::Ping, timeout),
+            "UDP_CHECK" => {
+                if let Some(r) = udp_reply.as_mut() {
+                    r.min_len = min_reply.map_or(r.min_len, |(n, _)| n);
+                    r.max_len = max_reply.unwrap_or(r.max_len);
+                    if r.min_len > r.max_len {
+                        let at = min_reply.map_or(st.at, |(_, at)| at);
+                        return Err(self.err(
+                            at,
+                            format!(
+                                "min_reply_length {} > max_reply_length {}: every reply would fail",
+                                r.min_len, r.max_len
+                            ),
+                        ));
+                    }
+                } else if min_reply.is_some() || max_reply.is_some() {
+                    self.warn(st.at, "min/max_reply_length ignored without require_reply");
+                }
+                udp.reply = udp_reply;
+                (CheckKind::Udp(udp), timeout)
+            }
             "SMTP_CHECK" => {
                 // keepalived's SMTP_CHECK connects to port 25 unless told otherwise.
                 default_port = 25;
@@ -1756,6 +1813,34 @@ virtual_server 2001:db8::1 443 {
     }
 
     #[test]
+    fn udp_check_with_payload_and_required_reply() {
+        let c = parse(
+            "virtual_server 10.0.0.1 53 {\n protocol UDP\n real_server 10.0.0.2 53 {\n  UDP_CHECK {\n   payload 00 01 ff\n   require_reply 12 3x\n   min_reply_length 2\n   max_reply_length 512\n   connect_timeout 2\n  }\n }\n real_server 10.0.0.3 53 {\n  UDP_CHECK {\n   min_reply_length 2\n  }\n }\n}\n",
+        );
+        let reals = &c.monitor.services[0].reals;
+        let spec = reals[0].check.clone().unwrap();
+        assert_eq!(spec.timeout, Duration::from_secs(2));
+        let CheckKind::Udp(udp) = spec.kind else {
+            panic!("{spec:?}");
+        };
+        assert_eq!(udp.payload, vec![0x00, 0x01, 0xff]);
+        let reply = udp.reply.unwrap();
+        assert_eq!((reply.min_len, reply.max_len), (2, 512));
+        assert_eq!(reply.expect.bytes, vec![0x12, 0x30]);
+        assert_eq!(reply.expect.wildcard, vec![0x00, 0x0f]);
+        // No payload and no required reply: an empty datagram, silence is up.
+        let spec = reals[1].check.clone().unwrap();
+        assert_eq!(spec.kind, CheckKind::Udp(UdpCheck::default()));
+        assert!(
+            c.warnings
+                .iter()
+                .any(|w| w.contains("ignored without require_reply")),
+            "{:?}",
+            c.warnings
+        );
+    }
+
+    #[test]
     fn groups_alpha_and_inherited_settings() {
         let c = parse(
             "virtual_server 10.0.0.1 80 {\n real_server 10.0.0.2 80 {\n  TCP_CHECK { connect_port 81 connect_timeout 2 }\n }\n}\n",
@@ -1893,6 +1978,26 @@ virtual_server 2001:db8::1 443 {
             ("SSL {\n key\n}\n", 2, "key needs a value"),
             ("SSL {\n password\n}\n", 2, "password needs a value"),
             ("SSL {\n ca\n}\n", 2, "ca needs a value"),
+            (
+                "virtual_server 10.0.0.1 53 {\n real_server 10.0.0.2 53 {\n  UDP_CHECK {\n   payload 0g\n  }\n }\n}\n",
+                4,
+                "payload: 'g'",
+            ),
+            (
+                "virtual_server 10.0.0.1 53 {\n real_server 10.0.0.2 53 {\n  UDP_CHECK {\n   payload 1x\n  }\n }\n}\n",
+                4,
+                "'x' in hex string \"1x\": expected hex digits",
+            ),
+            (
+                "virtual_server 10.0.0.1 53 {\n real_server 10.0.0.2 53 {\n  UDP_CHECK {\n   require_reply\n   min_reply_length 9\n   max_reply_length 8\n  }\n }\n}\n",
+                5,
+                "every reply would fail",
+            ),
+            (
+                "virtual_server 10.0.0.1 53 {\n real_server 10.0.0.2 53 {\n  UDP_CHECK {\n   max_reply_length 70000\n  }\n }\n}\n",
+                4,
+                "0 to 65535",
+            ),
         ] {
             let e = err(text);
             assert!(e.starts_with(&format!("e.conf:{line}: ")), "{text:?}: {e}");
@@ -2121,6 +2226,8 @@ virtual_server 2001:db8::1 443 {
             Just("persistence_granularity"), Just("sorry_server"), Just("host"), Just("#"),
             Just("@^x"), Just("include"), Just("alpha"), Just("inhibit_on_failure"),
             Just("SSL"), Just("certificate"), Just("key"), Just("ca"), Just("password"),
+            Just("UDP_CHECK"), Just("payload"), Just("require_reply"), Just("1x"), Just("0a"),
+            Just("min_reply_length"), Just("max_reply_length"),
         ], 0..120)) {
             let text = toks.join(" ");
             let _ = parse_keepalived(&text, "p.conf");

@@ -46,7 +46,12 @@
 //!
 //! `receive` is a Perl regular expression for ldirectord; here it is a plain substring (a
 //! warning is recorded when it contains regex metacharacters). Other services (ldap, mysql,
-//! sip, ...) become TCP connect checks with a warning.
+//! sip, ...) become TCP connect checks with a warning (UDP checks on udp services).
+//!
+//! `checktype=connect` on a udp service becomes a UDP check ([`CheckKind::Udp`]: an empty
+//! datagram, down on an ICMP unreachable, silence up). ldirectord's own connect check of a
+//! udp service sends nothing and cannot fail; a TCP connect would fail against a server that
+//! only speaks UDP.
 //!
 //! `checktype=ping` becomes an ICMP echo check ([`CheckKind::Ping`]) with the connect timeout
 //! (`checktimeout`, else `connecttimeout`, else 5 s).
@@ -56,6 +61,7 @@ use std::time::Duration;
 
 use crate::checker::banner::BannerStep;
 use crate::checker::ftp::FtpCheck;
+use crate::checker::udp::UdpCheck;
 use crate::checker::{
     CheckKind, CheckSpec, FailureAction, MonitorConfig, MonitoredReal, MonitoredService, TlsCheck,
     banner, dns,
@@ -441,6 +447,14 @@ fn build_virtual(
             tls,
         }
     };
+    // ldirectord's connect check opens a socket of the service's protocol. For udp that
+    // sends nothing and never fails; a UDP check (down on an ICMP unreachable, silence up)
+    // asks the nearest question that can fail. A TCP connect would fail against a UDP-only
+    // server.
+    let connect_kind = || match protocol {
+        Protocol::Udp => (CheckKind::Udp(UdpCheck::default()), "UDP"),
+        _ => (CheckKind::Connect, "TCP connect"),
+    };
     // The check ldirectord's `negotiate` does for the service, with its timeout.
     let negotiate = |request: Option<&str>,
                      receive: Option<&str>,
@@ -531,11 +545,12 @@ fn build_virtual(
             }
             (_, Some(greeting), _) => banner_check(receive.unwrap_or(greeting)),
             (other, None, _) => {
+                let (kind, what) = connect_kind();
                 warnings.push(format!(
-                    "virtual {} (line {}): negotiate check for service {:?} imported as a TCP connect check",
+                    "virtual {} (line {}): negotiate check for service {:?} imported as a {what} check",
                     vs.addr, vs.line, other.unwrap_or("unknown")
                 ));
-                (CheckKind::Connect, connect_timeout)
+                (kind, connect_timeout)
             }
         })
     };
@@ -544,7 +559,7 @@ fn build_virtual(
                     warnings: &mut Vec<String>|
      -> std::result::Result<Option<CheckSpec>, String> {
         let (kind, timeout) = match checktype.as_str() {
-            "connect" => (CheckKind::Connect, connect_timeout),
+            "connect" => (connect_kind().0, connect_timeout),
             "negotiate" => negotiate(request, receive, warnings)?,
             "external" | "external-perl" => {
                 let program = vs
@@ -573,7 +588,7 @@ fn build_virtual(
                 if spoken {
                     negotiate(request, receive, warnings)?
                 } else {
-                    (CheckKind::Connect, connect_timeout)
+                    (connect_kind().0, connect_timeout)
                 }
             }
             t => return Err(format!("unknown checktype {t:?}")),
@@ -1018,6 +1033,38 @@ virtual=1
         )
         .unwrap();
         assert!(c.warnings.iter().any(|w| w.contains("regular expression")));
+    }
+
+    #[test]
+    fn connect_checks_of_udp_services_are_udp_checks() {
+        let kind = |cf: &str| {
+            let c = parse_ldirectord(cf, "u.cf").unwrap();
+            (
+                c.monitor.services[0].reals[0].check.clone().unwrap().kind,
+                c.warnings,
+            )
+        };
+        let udp = CheckKind::Udp(UdpCheck::default());
+        for cf in [
+            "virtual=10.0.0.1:1812\n\treal=10.0.0.2\n\tprotocol=udp\n\tchecktype=connect\n",
+            // Port 53 defaults to udp.
+            "virtual=10.0.0.1:53\n\treal=10.0.0.2\n\tchecktype=connect\n",
+            // A connect check every time but every 3rd, for a service we do not speak.
+            "virtual=10.0.0.1:1812\n\treal=10.0.0.2\n\tprotocol=udp\n\tchecktype=3\n\tservice=radius\n",
+        ] {
+            assert_eq!(kind(cf).0, udp, "{cf}");
+        }
+        let (k, w) = kind(
+            "virtual=10.0.0.1:1812\n\treal=10.0.0.2\n\tprotocol=udp\n\tchecktype=negotiate\n\tservice=radius\n",
+        );
+        assert_eq!(k, udp);
+        assert!(
+            w.iter().any(|w| w.contains("imported as a UDP check")),
+            "{w:?}"
+        );
+        // TCP services keep the TCP connect.
+        let (k, _) = kind("virtual=10.0.0.1:80\n\treal=10.0.0.2\n\tchecktype=connect\n");
+        assert_eq!(k, CheckKind::Connect);
     }
 
     #[test]

@@ -35,6 +35,7 @@ mod schedule;
 pub mod syn;
 pub mod synprobe;
 pub mod tls;
+pub mod udp;
 
 pub use monitor::{Monitor, ProbeId, ProbeOutcome, Reconfigured};
 pub use schedule::Schedule;
@@ -55,8 +56,8 @@ pub enum CheckKind {
     /// Half-open TCP check: send a SYN from a raw socket, SYN-ACK = up, RST or silence = down;
     /// the kernel resets the half-open connection. Same question as [`CheckKind::Connect`]
     /// (does the port accept connections?) at a fraction of the cost; needs CAP_NET_RAW.
-    /// IPv4 and IPv6 (IPv4 SYNs go out in batches, IPv6 ones one per probe). Servers may log
-    /// the reset handshakes.
+    /// IPv4 and IPv6 (the checker sends a tick's SYNs in batches). Servers may log the reset
+    /// handshakes.
     TcpSyn,
     /// HTTP GET (ldirectord `negotiate` for http, keepalived HTTP_GET), or HTTPS GET with
     /// `tls: Some(..)` (ldirectord `negotiate` for https, keepalived SSL_GET).
@@ -120,6 +121,11 @@ pub enum CheckKind {
         /// Ask over TCP only (ldirectord's dns check of a `protocol = tcp` service).
         tcp: bool,
     },
+    /// UDP datagram (keepalived `UDP_CHECK`; what ldirectord's `connect` check of a UDP
+    /// service becomes): an ICMP unreachable is down; without a required reply, silence or
+    /// any datagram is up; with one, only a reply of the right length and first bytes within
+    /// the timeout. See [`udp`].
+    Udp(udp::UdpCheck),
     /// ICMP echo reachability of the real server's address (ldirectord `ping`, keepalived
     /// PING_CHECK), IPv4 or IPv6; the port is ignored. Up = an echo reply to our request
     /// within the timeout; an ICMP error or silence = down. Uses an unprivileged ICMP

@@ -1,5 +1,5 @@
 //! The probes themselves: TCP connect, half-open SYN, HTTP(S) GET, banner and login dialogue
-//! (plain or TLS), FTP download, DNS query, ICMP echo, external command.
+//! (plain or TLS), FTP download, DNS query, UDP datagram, ICMP echo, external command.
 //! Each is one async call bounded by the check's timeout.
 
 use std::net::SocketAddr;
@@ -153,6 +153,7 @@ pub async fn run_probe_in(key: &ProbeKey, ctx: &ProbeContext) -> ProbeOutcome {
                 };
                 super::dns::check(target, req, t).await
             }
+            CheckKind::Udp(check) => super::udp::check(target, check, t).await,
             CheckKind::Ping => super::ping::echo(target).await.map(|_| ProbeOutcome::Up),
             CheckKind::Command {
                 program,
@@ -163,12 +164,14 @@ pub async fn run_probe_in(key: &ProbeKey, ctx: &ProbeContext) -> ProbeOutcome {
             CheckKind::AlwaysDown => Err("check type off".to_string()),
         }
     };
-    // The DNS, banner and FTP checks keep their own deadline (their message says what they
-    // ignored or which step was waiting); this one is only a backstop for them.
+    // The DNS, banner, FTP and UDP checks keep their own deadline (their message says what
+    // they ignored or which step was waiting; a UDP check may be up when it passes); this one
+    // is only a backstop for them.
     let limit = match key.spec.kind {
-        CheckKind::Dns { .. } | CheckKind::Banner { .. } | CheckKind::Ftp(_) => {
-            t + Duration::from_millis(100)
-        }
+        CheckKind::Dns { .. }
+        | CheckKind::Banner { .. }
+        | CheckKind::Ftp(_)
+        | CheckKind::Udp(_) => t + Duration::from_millis(100),
         _ => t,
     };
     match tokio::time::timeout(limit, fut).await {
