@@ -3,17 +3,16 @@
 //! via CAP_NET_RAW), concurrent probes, and the "neither socket" failure.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+mod common;
+
 use std::net::{IpAddr, SocketAddr};
 use std::time::{Duration, Instant};
 
 use ha_lvs::checker::driver::{Checker, MemoryTable};
 use ha_lvs::checker::ping::{SocketKind, echo};
 use ha_lvs::checker::probe::run_probe;
-use ha_lvs::checker::{
-    CheckKind, CheckSpec, FailureAction, Monitor, MonitorConfig, MonitoredReal, MonitoredService,
-    ProbeKey, ProbeOutcome,
-};
-use ha_lvs::model::{Destination, Forward, Scheduler, Service, ServiceKey};
+use ha_lvs::checker::{CheckKind, CheckSpec, ProbeKey, ProbeOutcome};
+use ha_lvs::model::ServiceKey;
 use testkit::netns::{Netns, Topology};
 
 fn key(ip: IpAddr, timeout_ms: u64) -> ProbeKey {
@@ -300,52 +299,25 @@ fn checker_quiesces_and_restores_a_ping_checked_real_server() {
     let live: SocketAddr = "10.99.0.1:80".parse().unwrap();
     let dead: SocketAddr = "10.99.0.2:80".parse().unwrap();
     let svc = ServiceKey::tcp("10.0.0.1:80".parse().unwrap());
-    let real = |a| MonitoredReal {
-        dest: Destination::new(a, Forward::Route),
-        check: Some(CheckSpec {
-            interval: Duration::from_millis(200),
-            timeout: Duration::from_millis(300),
-            ..key(a.ip(), 300).spec
-        }),
-        check_addr: None,
+    let check = CheckSpec {
+        interval: Duration::from_millis(200),
+        timeout: Duration::from_millis(300),
+        ..key(live.ip(), 300).spec
     };
-    let monitor = Monitor::new(MonitorConfig {
-        services: vec![MonitoredService {
-            service: Service::new(svc, Scheduler::Wlc),
-            reals: vec![real(live), real(dead)],
-            fallback: None,
-            on_failure: FailureAction::Quiesce,
-        }],
-        start_down: false,
-    });
+    let monitor = common::one_service(svc, &[live, dead], check);
     ns.run(|| {
         rt().block_on(async {
             let mem = MemoryTable::default();
             let checker = Checker::spawn(monitor, mem.clone()).unwrap();
-            wait_weights(&mem, svc, &[(live, 1), (dead, 0)]).await;
+            common::wait_weights(&mem, svc, &[(live, 1), (dead, 0)]).await;
             // The address appears (on v1): it answers, and the real server is restored.
             let out = std::process::Command::new("ip")
                 .args(["addr", "add", "10.99.0.2/24", "dev", "v1"])
                 .output()
                 .unwrap();
             assert!(out.status.success(), "{out:?}");
-            wait_weights(&mem, svc, &[(live, 1), (dead, 1)]).await;
+            common::wait_weights(&mem, svc, &[(live, 1), (dead, 1)]).await;
             checker.stop().await.unwrap();
         })
     });
-}
-
-/// Wait (up to 5 s) until the table gives each destination of `svc` its weight.
-async fn wait_weights(mem: &MemoryTable, svc: ServiceKey, want: &[(SocketAddr, u32)]) {
-    let weight = |a: SocketAddr| {
-        mem.snapshot()
-            .iter()
-            .find(|v| v.service.key == svc)
-            .and_then(|v| v.dests.iter().find(|d| d.addr == a).map(|d| d.weight))
-    };
-    let deadline = Instant::now() + Duration::from_secs(5);
-    while !want.iter().all(|&(a, w)| weight(a) == Some(w)) {
-        assert!(Instant::now() < deadline, "table: {:#?}", mem.snapshot());
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
 }

@@ -4,6 +4,8 @@
 //! batched.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+mod common;
+
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
@@ -13,10 +15,7 @@ use ha_lvs::checker::driver::{Checker, MemoryTable};
 use ha_lvs::checker::probe::{ProbeContext, run_probe_in};
 use ha_lvs::checker::syn::Verdict;
 use ha_lvs::checker::synprobe::SynProber;
-use ha_lvs::checker::{
-    CheckKind, CheckSpec, FailureAction, Monitor, MonitorConfig, MonitoredReal, MonitoredService,
-    ProbeKey, ProbeOutcome,
-};
+use ha_lvs::checker::{CheckKind, CheckSpec, ProbeKey, ProbeOutcome};
 use ha_lvs::model::*;
 
 fn spec() -> CheckSpec {
@@ -110,41 +109,14 @@ async fn checker_quiesces_and_restores(lo: &str, vip: &str) {
     let open = listener.local_addr().unwrap();
     let closed = closed_port(lo).await;
     let svc = ServiceKey::tcp(vip.parse().unwrap());
-    let real = |a| MonitoredReal {
-        dest: Destination::new(a, Forward::Route),
-        check: Some(spec()),
-        check_addr: None,
-    };
-    let monitor = Monitor::new(MonitorConfig {
-        services: vec![MonitoredService {
-            service: Service::new(svc, Scheduler::Wlc),
-            reals: vec![real(open), real(closed)],
-            fallback: None,
-            on_failure: FailureAction::Quiesce,
-        }],
-        start_down: false,
-    });
+    let monitor = common::one_service(svc, &[open, closed], spec());
     let mem = MemoryTable::default();
     let checker = Checker::spawn(monitor, mem.clone()).unwrap();
-    let weight = |a: SocketAddr| {
-        mem.snapshot()
-            .iter()
-            .find(|v| v.service.key == svc)
-            .and_then(|v| v.dests.iter().find(|d| d.addr == a).map(|d| d.weight))
-    };
     // The closed port is quiesced, the open one keeps its weight.
-    let deadline = Instant::now() + Duration::from_secs(5);
-    while !(weight(closed) == Some(0) && weight(open) == Some(1)) {
-        assert!(Instant::now() < deadline, "table: {:#?}", mem.snapshot());
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    common::wait_weights(&mem, svc, &[(open, 1), (closed, 0)]).await;
     // Something starts listening on the closed port: restored.
     let revived = tokio::net::TcpListener::bind(closed).await.unwrap();
-    let deadline = Instant::now() + Duration::from_secs(5);
-    while weight(closed) != Some(1) {
-        assert!(Instant::now() < deadline, "table: {:#?}", mem.snapshot());
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    common::wait_weights(&mem, svc, &[(closed, 1)]).await;
     let s = checker.stats();
     // At least: one run of the open probe, a failed and a successful one of the other.
     assert!(s.probes.load(Ordering::Relaxed) >= 3);

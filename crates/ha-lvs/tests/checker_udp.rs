@@ -4,6 +4,8 @@
 //! driving a UDP service: the closed port is quiesced, and restored once a server binds it.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+mod common;
+
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -11,10 +13,7 @@ use std::time::{Duration, Instant};
 use ha_lvs::checker::driver::{Checker, MemoryTable};
 use ha_lvs::checker::probe::run_probe;
 use ha_lvs::checker::udp::{HexPattern, UdpCheck, UdpReply};
-use ha_lvs::checker::{
-    CheckKind, CheckSpec, FailureAction, Monitor, MonitorConfig, MonitoredReal, MonitoredService,
-    ProbeKey, ProbeOutcome,
-};
+use ha_lvs::checker::{CheckKind, CheckSpec, ProbeKey, ProbeOutcome};
 use ha_lvs::model::*;
 use tokio::net::UdpSocket;
 
@@ -130,43 +129,20 @@ async fn checker_quiesces_a_closed_udp_port_and_restores_it() {
         protocol: Protocol::Udp,
         addr: "10.9.0.1:53".parse().unwrap(),
     };
-    let real = |a| MonitoredReal {
-        dest: Destination::new(a, Forward::Masq),
-        check: Some(CheckSpec {
-            interval: Duration::from_millis(200),
-            timeout: Duration::from_millis(100),
-            ..CheckSpec::new(CheckKind::Udp(UdpCheck::default()))
-        }),
-        check_addr: None,
+    let check = CheckSpec {
+        interval: Duration::from_millis(200),
+        timeout: Duration::from_millis(100),
+        ..CheckSpec::new(CheckKind::Udp(UdpCheck::default()))
     };
-    let monitor = Monitor::new(MonitorConfig {
-        services: vec![MonitoredService {
-            service: Service::new(svc, Scheduler::Wlc),
-            reals: vec![real(open), real(closed)],
-            fallback: None,
-            on_failure: FailureAction::Quiesce,
-        }],
-        start_down: false,
-    });
     let mem = MemoryTable::default();
-    let checker = Checker::spawn(monitor, mem.clone()).unwrap();
-    let weight = |a: SocketAddr| {
-        mem.snapshot()
-            .iter()
-            .find(|v| v.service.key == svc)
-            .and_then(|v| v.dests.iter().find(|d| d.addr == a).map(|d| d.weight))
-    };
-    let deadline = Instant::now() + Duration::from_secs(5);
-    while !(weight(closed) == Some(0) && weight(open) == Some(1)) {
-        assert!(Instant::now() < deadline, "table: {:#?}", mem.snapshot());
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    let checker = Checker::spawn(
+        common::one_service(svc, &[open, closed], check),
+        mem.clone(),
+    )
+    .unwrap();
+    common::wait_weights(&mem, svc, &[(open, 1), (closed, 0)]).await;
     // A server binds the closed port: no more ICMP errors, weight back.
     let _revived = UdpSocket::bind(closed).await.unwrap();
-    let deadline = Instant::now() + Duration::from_secs(5);
-    while weight(closed) != Some(1) {
-        assert!(Instant::now() < deadline, "table: {:#?}", mem.snapshot());
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    common::wait_weights(&mem, svc, &[(closed, 1)]).await;
     checker.stop().await.unwrap();
 }
