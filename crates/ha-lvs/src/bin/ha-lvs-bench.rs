@@ -333,26 +333,13 @@ impl SynFloor {
                 self.addrs[j].sin_addr.s_addr = u32::from_ne_bytes(t.ip().octets());
             }
             self.next += n;
-            let mut iov: Vec<libc::iovec> = self.tcp[..n]
-                .iter_mut()
-                .map(|p| libc::iovec {
-                    iov_base: p.as_mut_ptr().cast(),
-                    iov_len: p.len(),
-                })
-                .collect();
-            let mut hdrs: Vec<libc::mmsghdr> = iov
-                .iter_mut()
-                .zip(self.addrs.iter_mut())
-                .map(|(v, a)| {
-                    // SAFETY: an all-zero mmsghdr is valid; the pointers are filled in.
-                    let mut h: libc::mmsghdr = unsafe { std::mem::zeroed() };
-                    h.msg_hdr.msg_name = (a as *mut libc::sockaddr_in).cast();
-                    h.msg_hdr.msg_namelen = std::mem::size_of::<libc::sockaddr_in>() as u32;
-                    h.msg_hdr.msg_iov = v;
-                    h.msg_hdr.msg_iovlen = 1;
-                    h
-                })
-                .collect();
+            let mut iov: Vec<libc::iovec> = self.tcp[..n].iter_mut().map(|p| iovec(p)).collect();
+            let mut hdrs = mmsg_headers(&mut iov, |i| {
+                (
+                    (&mut self.addrs[i] as *mut libc::sockaddr_in).cast(),
+                    std::mem::size_of::<libc::sockaddr_in>() as u32,
+                )
+            });
             // SAFETY: every header points at a live packet and address.
             let r = unsafe {
                 libc::sendmmsg(
@@ -369,24 +356,8 @@ impl SynFloor {
             left -= n;
         }
         loop {
-            let mut iov: Vec<libc::iovec> = self
-                .rbuf
-                .iter_mut()
-                .map(|b| libc::iovec {
-                    iov_base: b.as_mut_ptr().cast(),
-                    iov_len: b.len(),
-                })
-                .collect();
-            let mut hdrs: Vec<libc::mmsghdr> = iov
-                .iter_mut()
-                .map(|v| {
-                    // SAFETY: an all-zero mmsghdr is valid; the iovec is filled in.
-                    let mut h: libc::mmsghdr = unsafe { std::mem::zeroed() };
-                    h.msg_hdr.msg_iov = v;
-                    h.msg_hdr.msg_iovlen = 1;
-                    h
-                })
-                .collect();
+            let mut iov: Vec<libc::iovec> = self.rbuf.iter_mut().map(|b| iovec(b)).collect();
+            let mut hdrs = mmsg_headers(&mut iov, |_| (std::ptr::null_mut(), 0));
             // SAFETY: every header points at a live buffer of the length given.
             let n = unsafe {
                 libc::recvmmsg(
@@ -427,6 +398,31 @@ impl SynFloor {
         }
         Ok(())
     }
+}
+
+fn iovec(buf: &mut [u8]) -> libc::iovec {
+    libc::iovec {
+        iov_base: buf.as_mut_ptr().cast(),
+        iov_len: buf.len(),
+    }
+}
+
+/// One `mmsghdr` per iovec, with the address `name(i)` gives (null, 0: none).
+fn mmsg_headers(
+    iov: &mut [libc::iovec],
+    mut name: impl FnMut(usize) -> (*mut libc::c_void, u32),
+) -> Vec<libc::mmsghdr> {
+    iov.iter_mut()
+        .enumerate()
+        .map(|(i, v)| {
+            // SAFETY: an all-zero mmsghdr is valid; the pointers are filled in.
+            let mut h: libc::mmsghdr = unsafe { std::mem::zeroed() };
+            (h.msg_hdr.msg_name, h.msg_hdr.msg_namelen) = name(i);
+            h.msg_hdr.msg_iov = v;
+            h.msg_hdr.msg_iovlen = 1;
+            h
+        })
+        .collect()
 }
 
 fn last_os_error(what: &str) -> Error {
