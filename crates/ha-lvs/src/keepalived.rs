@@ -36,8 +36,8 @@
 //! - `HTTP_GET` / `SSL_GET` → [`CheckKind::Http`] (SSL: unverified TLS, see `SSL` below) with
 //!   the first `url`
 //!   block's `path`, `status_code` (default 200; ranges and lists use their first code, with
-//!   a warning), `virtualhost`; `regex` is matched as plain text; `digest` is not checked
-//!   (warning).
+//!   a warning), `virtualhost`, `digest` (MD5 of the whole body, as `genhash` prints it);
+//!   `regex` is matched as plain text.
 //! - `MISC_CHECK` → [`CheckKind::Command`] (`misc_path` split like a shell word list,
 //!   `misc_timeout` default `delay_loop`, `misc_dynamic`). Our command check appends the
 //!   real server's host and port as two extra arguments (warning).
@@ -540,6 +540,19 @@ fn yes_no(v: &str) -> Option<bool> {
         "no" | "off" | "false" => Some(false),
         _ => None,
     }
+}
+
+/// An MD5 given as 32 hex digits (either case).
+fn md5_hex(v: &str) -> Option<[u8; 16]> {
+    let b = v.as_bytes();
+    if b.len() != 32 || !b.iter().all(u8::is_ascii_hexdigit) {
+        return None;
+    }
+    let mut out = [0u8; 16];
+    for (o, pair) in out.iter_mut().zip(b.chunks(2)) {
+        *o = u8::from_str_radix(std::str::from_utf8(pair).ok()?, 16).ok()?;
+    }
+    Some(out)
 }
 
 /// Split a command line like a shell word list (single and double quotes, backslash).
@@ -1449,6 +1462,7 @@ impl Builder<'_> {
                 let mut status = 200u16;
                 let mut host = inh.virtualhost.clone();
                 let mut substring = None;
+                let mut digest = None;
                 for u in url.block.as_deref().unwrap_or(&[]) {
                     match u.kw() {
                         "path" => path = Some(self.arg(u, 1, "path /health")?.to_string()),
@@ -1476,7 +1490,15 @@ impl Builder<'_> {
                             host = Some(self.arg(u, 1, "virtualhost www.example.com")?.to_string())
                         }
                         "digest" => {
-                            self.warn(u.at, "digest is not checked: use status_code or regex")
+                            let v = self.arg(u, 1, "digest 9b3a0c85a887a256d6939da88aabd8cd")?;
+                            digest = Some(md5_hex(v).ok_or_else(|| {
+                                self.err(
+                                    u.at,
+                                    format!(
+                                        "digest {v:?}: 32 hex digits (an MD5, as genhash prints it)"
+                                    ),
+                                )
+                            })?);
                         }
                         "regex" => {
                             let r = self.arg(u, 1, "regex \"OK\"")?.to_string();
@@ -1501,6 +1523,7 @@ impl Builder<'_> {
                         host,
                         expect_status: status,
                         expect_substring: substring,
+                        expect_md5: digest,
                         // keepalived's SSL_GET never verifies the server (see `SSL`).
                         tls: (kind_name == "SSL_GET").then(|| TlsCheck {
                             client_cert: self.ssl.clone(),
@@ -1683,6 +1706,7 @@ virtual_server 2001:db8::1 443 {
                 host: Some("www.example.com".into()),
                 expect_status: 200,
                 expect_substring: None,
+                expect_md5: md5_hex("640205b7b0fc66c1ea91c463fac6334d"),
                 tls: None,
             }
         );
@@ -1799,8 +1823,8 @@ virtual_server 2001:db8::1 443 {
         );
 
         let w = c.warnings.join("\n");
+        assert!(!w.contains("digest"), "digest is checked now: {w}");
         for needle in [
-            "digest",
             "first url",
             "quorum",
             "PING_CHECK ignored",
@@ -1978,6 +2002,11 @@ virtual_server 2001:db8::1 443 {
             ("SSL {\n key\n}\n", 2, "key needs a value"),
             ("SSL {\n password\n}\n", 2, "password needs a value"),
             ("SSL {\n ca\n}\n", 2, "ca needs a value"),
+            (
+                "virtual_server 10.0.0.1 80 {\n real_server 10.0.0.2 80 {\n  HTTP_GET {\n   url {\n    path /\n    digest +40205b7b0fc66c1ea91c463fac6334d\n   }\n  }\n }\n}\n",
+                6,
+                "32 hex digits",
+            ),
             (
                 "virtual_server 10.0.0.1 53 {\n real_server 10.0.0.2 53 {\n  UDP_CHECK {\n   payload 0g\n  }\n }\n}\n",
                 4,

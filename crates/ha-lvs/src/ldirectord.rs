@@ -444,6 +444,7 @@ fn build_virtual(
             host: vs.virtualhost.clone(),
             expect_status: 200,
             expect_substring: receive.or(vs.receive.as_deref()).map(str::to_string),
+            expect_md5: None,
             tls,
         }
     };
@@ -866,6 +867,7 @@ virtual=1
                 host: Some("some.domain.com.au".into()),
                 expect_status: 200,
                 expect_substring: Some("Test Page".into()),
+                expect_md5: None,
                 tls: None,
             }
         );
@@ -928,6 +930,7 @@ virtual=1
                 host: Some("www.example.com".into()),
                 expect_status: 200,
                 expect_substring: Some("up".into()),
+                expect_md5: None,
                 tls: Some(TlsCheck::insecure()),
             }
         );
@@ -942,6 +945,7 @@ virtual=1
                 host: None,
                 expect_status: 200,
                 expect_substring: Some("b".into()),
+                expect_md5: None,
                 tls: Some(TlsCheck::default()),
             }
         );

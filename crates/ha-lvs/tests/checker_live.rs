@@ -107,6 +107,7 @@ fn http_check() -> CheckSpec {
         host: None,
         expect_status: 200,
         expect_substring: Some("ok".into()),
+        expect_md5: None,
         tls: None,
     })
 }
@@ -385,6 +386,7 @@ async fn http_check_sends_path_and_host_and_matches_body() {
             host: Some(host.into()),
             expect_status: status,
             expect_substring: Some(text.into()),
+            expect_md5: None,
             tls: None,
         }),
     };

@@ -240,6 +240,7 @@ fn key(target: SocketAddr, host: Option<&str>, expect: Option<&str>, tls: TlsChe
         host: host.map(str::to_string),
         expect_status: 200,
         expect_substring: expect.map(str::to_string),
+        expect_md5: None,
         tls: Some(tls),
     });
     spec.timeout = Duration::from_secs(3);

@@ -70,6 +70,9 @@ pub enum CheckKind {
         expect_status: u16,
         /// Substring the response body must contain (ldirectord `receive`).
         expect_substring: Option<String>,
+        /// MD5 of the whole response body (keepalived `digest`, as `genhash` prints it). The
+        /// body is hashed as it arrives, so it may be longer than what is kept for matching.
+        expect_md5: Option<[u8; 16]>,
         /// Speak TLS (HTTPS). [`TlsCheck::default()`] does not verify the certificate (like
         /// ldirectord and keepalived) and sends the Host name as SNI; see [`TlsCheck`].
         tls: Option<TlsCheck>,

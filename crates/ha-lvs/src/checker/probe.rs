@@ -113,6 +113,7 @@ pub async fn run_probe_in(key: &ProbeKey, ctx: &ProbeContext) -> ProbeOutcome {
                 host,
                 expect_status,
                 expect_substring,
+                expect_md5,
                 tls,
             } => {
                 let req = HttpRequest {
@@ -120,6 +121,7 @@ pub async fn run_probe_in(key: &ProbeKey, ctx: &ProbeContext) -> ProbeOutcome {
                     host: host.as_deref(),
                     expect_status: *expect_status,
                     expect: expect_substring.as_deref(),
+                    md5: expect_md5.as_ref(),
                 };
                 let tcp = connect(target).await?;
                 match tls {
@@ -287,6 +289,7 @@ struct HttpRequest<'a> {
     host: Option<&'a str>,
     expect_status: u16,
     expect: Option<&'a str>,
+    md5: Option<&'a [u8; 16]>,
 }
 
 /// One HTTP/1.0 exchange over `s` (plain TCP or TLS).
@@ -312,6 +315,9 @@ where
         .map_err(|e| format!("send request to {target}: {e}"))?;
     let mut buf = Vec::with_capacity(4096);
     let mut chunk = [0u8; 4096];
+    // With a digest to check, the whole body goes through MD5 as it arrives; `buf` keeps
+    // at most HTTP_READ_LIMIT bytes for the status line and the substring.
+    let mut md5 = r.md5.map(|_| BodyMd5::default());
     loop {
         let n = match s.read(&mut chunk).await {
             Ok(n) => n,
@@ -322,13 +328,20 @@ where
         if n == 0 {
             break;
         }
-        buf.extend_from_slice(&chunk[..n]);
-        if buf.len() >= HTTP_READ_LIMIT {
+        let kept = n.min(HTTP_READ_LIMIT.saturating_sub(buf.len()));
+        buf.extend_from_slice(&chunk[..kept]);
+        if let Some(h) = md5.as_mut() {
+            h.update(&buf, &chunk[..n]);
+        }
+        let status = parse_status(&buf);
+        // The status line rules the response out: nothing more to read.
+        if status.is_some_and(|c| c != expect_status) {
             break;
         }
-        // Stop early once the status line rules the response out or the text was found.
-        if let Some(code) = parse_status(&buf)
-            && (code != expect_status || expect.is_some_and(|e| contains(body(&buf), e.as_bytes())))
+        // Without a digest, stop at the read limit or once the text was found.
+        if md5.is_none()
+            && (buf.len() >= HTTP_READ_LIMIT
+                || status.is_some() && expect.is_some_and(|e| contains(body(&buf), e.as_bytes())))
         {
             break;
         }
@@ -338,13 +351,58 @@ where
         Some(code) if code != expect_status => Err(format!(
             "HTTP status {code} from {target}, expected {expect_status}"
         )),
-        Some(_) => match expect {
-            Some(e) if !contains(body(&buf), e.as_bytes()) => {
+        Some(_) => match (expect, r.md5, md5.map(BodyMd5::finish)) {
+            (Some(e), _, _) if !contains(body(&buf), e.as_bytes()) => {
                 Err(format!("response of {target} lacks {e:?}"))
             }
+            (_, Some(want), Some(got)) if got != *want => Err(format!(
+                "body of {target} has MD5 {}, expected {}",
+                hex(&got),
+                hex(want)
+            )),
             _ => Ok(ProbeOutcome::Up),
         },
     }
+}
+
+/// MD5 of an HTTP response body fed in reads: bytes before the end of the header are
+/// skipped (the header is found in the kept prefix of the response).
+#[derive(Default)]
+struct BodyMd5 {
+    hasher: md5::Md5,
+    /// Response bytes seen so far, and whether the body has started.
+    seen: usize,
+    in_body: bool,
+}
+
+impl BodyMd5 {
+    /// Add the read `chunk`, `kept` being the response prefix kept so far (chunk included,
+    /// as far as it fit).
+    fn update(&mut self, kept: &[u8], chunk: &[u8]) {
+        use md5::Digest;
+        let start = self.seen;
+        self.seen += chunk.len();
+        if self.in_body {
+            self.hasher.update(chunk);
+            return;
+        }
+        // A header longer than the kept prefix never ends: no body, and the status check
+        // fails first (no status line) or the digest mismatches.
+        if let Some(p) = kept.windows(4).position(|w| w == b"\r\n\r\n") {
+            self.in_body = true;
+            let body_from = (p + 4).saturating_sub(start);
+            self.hasher.update(chunk.get(body_from..).unwrap_or(&[]));
+        }
+    }
+
+    fn finish(self) -> [u8; 16] {
+        use md5::Digest;
+        self.hasher.finalize().into()
+    }
+}
+
+fn hex(b: &[u8]) -> String {
+    b.iter().map(|x| format!("{x:02x}")).collect()
 }
 
 /// keepalived MISC_CHECK exit status semantics.
