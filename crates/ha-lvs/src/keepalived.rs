@@ -35,8 +35,8 @@
 //! - `TCP_CHECK` → [`CheckKind::Connect`].
 //! - `HTTP_GET` / `SSL_GET` → [`CheckKind::Http`] (SSL: unverified TLS, see `SSL` below) with
 //!   the first `url`
-//!   block's `path`, `status_code` (default 200; ranges and lists use their first code, with
-//!   a warning), `virtualhost`, `digest` (MD5 of the whole body, as `genhash` prints it);
+//!   block's `path`, `status_code` (codes and ranges, e.g. `200-299 301`; default any 2xx,
+//!   as keepalived), `virtualhost`, `digest` (MD5 of the whole body, as `genhash` prints it);
 //!   `regex` is matched as plain text.
 //! - `MISC_CHECK` → [`CheckKind::Command`] (`misc_path` split like a shell word list,
 //!   `misc_timeout` default `delay_loop`, `misc_dynamic`). Our command check appends the
@@ -84,7 +84,8 @@ use crate::checker::dns::DnsType;
 use crate::checker::tls::ClientIdentity;
 use crate::checker::udp::{HexPattern, UdpCheck, UdpReply};
 use crate::checker::{
-    CheckKind, CheckSpec, FailureAction, MonitorConfig, MonitoredReal, MonitoredService, TlsCheck,
+    CheckKind, CheckSpec, FailureAction, MonitorConfig, MonitoredReal, MonitoredService,
+    StatusCodes, TlsCheck,
 };
 use crate::error::{Error, Result};
 use crate::model::*;
@@ -1459,7 +1460,8 @@ impl Builder<'_> {
                     );
                 }
                 let mut path = None;
-                let mut status = 200u16;
+                // keepalived's default: any 2xx.
+                let mut status = StatusCodes::success();
                 let mut host = inh.virtualhost.clone();
                 let mut substring = None;
                 let mut digest = None;
@@ -1467,24 +1469,9 @@ impl Builder<'_> {
                     match u.kw() {
                         "path" => path = Some(self.arg(u, 1, "path /health")?.to_string()),
                         "status_code" => {
-                            let v = self.arg(u, 1, "status_code 200")?;
-                            let first = v.split('-').next().unwrap_or(v);
-                            status = first
-                                .parse()
-                                .ok()
-                                .filter(|c| (100..=999).contains(c))
-                                .ok_or_else(|| {
-                                    self.err(
-                                        u.at,
-                                        format!("status_code {v:?}: an HTTP status such as 200"),
-                                    )
-                                })?;
-                            if v.contains('-') || u.words.len() > 2 {
-                                let m = format!(
-                                    "status_code: only {status} is accepted (one code per check)"
-                                );
-                                self.warn(u.at, m);
-                            }
+                            self.arg(u, 1, "status_code 200-299 301")?;
+                            status = StatusCodes::parse(u.words[1..].iter().map(String::as_str))
+                                .map_err(|e| self.err(u.at, format!("status_code: {e}")))?;
                         }
                         "virtualhost" => {
                             host = Some(self.arg(u, 1, "virtualhost www.example.com")?.to_string())
@@ -1704,7 +1691,7 @@ virtual_server 2001:db8::1 443 {
             CheckKind::Http {
                 path: "/testurl/test.jsp".into(),
                 host: Some("www.example.com".into()),
-                expect_status: 200,
+                expect_status: 200.into(),
                 expect_substring: None,
                 expect_md5: md5_hex("640205b7b0fc66c1ea91c463fac6334d"),
                 tls: None,
@@ -1834,6 +1821,28 @@ virtual_server 2001:db8::1 443 {
             assert!(w.contains(needle), "no warning about {needle}: {w}");
         }
         assert!(c.warnings.iter().all(|w| w.starts_with("k.conf:")), "{w}");
+    }
+
+    #[test]
+    fn http_status_code_sets_and_default() {
+        let kind = |url: &str| {
+            let c = parse(&format!(
+                "virtual_server 10.0.0.1 80 {{\n real_server 10.0.0.2 80 {{\n  HTTP_GET {{\n   url {{\n    path /\n{url}   }}\n  }}\n }}\n}}\n"
+            ));
+            match c.monitor.services[0].reals[0].check.clone().unwrap().kind {
+                CheckKind::Http { expect_status, .. } => expect_status,
+                k => panic!("{k:?}"),
+            }
+        };
+        assert_eq!(
+            kind(""),
+            StatusCodes(vec![(200, 299)]),
+            "keepalived's default"
+        );
+        let set = kind("    status_code 200-299 301 503\n");
+        assert_eq!(set, StatusCodes(vec![(200, 299), (301, 301), (503, 503)]));
+        assert!(set.contains(204) && set.contains(503) && !set.contains(302));
+        assert_eq!(set.to_string(), "200-299 301 503");
     }
 
     #[test]
@@ -2002,6 +2011,16 @@ virtual_server 2001:db8::1 443 {
             ("SSL {\n key\n}\n", 2, "key needs a value"),
             ("SSL {\n password\n}\n", 2, "password needs a value"),
             ("SSL {\n ca\n}\n", 2, "ca needs a value"),
+            (
+                "virtual_server 10.0.0.1 80 {\n real_server 10.0.0.2 80 {\n  HTTP_GET {\n   url {\n    path /\n    status_code 299-200\n   }\n  }\n }\n}\n",
+                6,
+                "runs backwards",
+            ),
+            (
+                "virtual_server 10.0.0.1 80 {\n real_server 10.0.0.2 80 {\n  HTTP_GET {\n   url {\n    path /\n    status_code 200 ok\n   }\n  }\n }\n}\n",
+                6,
+                "\"ok\" is not an HTTP status",
+            ),
             (
                 "virtual_server 10.0.0.1 80 {\n real_server 10.0.0.2 80 {\n  HTTP_GET {\n   url {\n    path /\n    digest +40205b7b0fc66c1ea91c463fac6334d\n   }\n  }\n }\n}\n",
                 6,
@@ -2237,6 +2256,13 @@ virtual_server 2001:db8::1 443 {
     }
 
     proptest! {
+        #[test]
+        fn status_codes_round_trip(ranges in proptest::collection::vec((100u16..=999, 0u16..50), 1..6)) {
+            let set = StatusCodes(ranges.iter().map(|&(lo, n)| (lo, (lo + n).min(999))).collect());
+            let text = set.to_string();
+            prop_assert_eq!(StatusCodes::parse(text.split(' ')), Ok(set));
+        }
+
         #[test]
         fn arbitrary_text_never_panics(s in "\\PC{0,400}") {
             let _ = parse_keepalived(&s, "p.conf");

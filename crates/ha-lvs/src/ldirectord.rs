@@ -11,8 +11,9 @@
 //! error with `file:line`.
 //!
 //! Negotiate checks by `service` (given, or guessed from the port like ldirectord does):
-//! - `http`: HTTP GET of `request` (default `/`), Host = `virtualhost`, status 200 and
-//!   `receive` as a substring of the body.
+//! - `http`: HTTP GET of `request` (default `/`), Host = `virtualhost`, any 2xx status (what
+//!   ldirectord's LWP calls success; LWP would also follow redirects, we do not) and `receive`
+//!   as a substring of the body.
 //! - `https`: the same over TLS, without certificate verification (ldirectord does not verify
 //!   either); SNI = `virtualhost` when it is a DNS name.
 //! - `ftp` with a `request` (ldirectord's real ftp check): a [`CheckKind::Ftp`] download:
@@ -63,8 +64,8 @@ use crate::checker::banner::BannerStep;
 use crate::checker::ftp::FtpCheck;
 use crate::checker::udp::UdpCheck;
 use crate::checker::{
-    CheckKind, CheckSpec, FailureAction, MonitorConfig, MonitoredReal, MonitoredService, TlsCheck,
-    banner, dns,
+    CheckKind, CheckSpec, FailureAction, MonitorConfig, MonitoredReal, MonitoredService,
+    StatusCodes, TlsCheck, banner, dns,
 };
 use crate::error::{Error, Result};
 use crate::model::*;
@@ -442,7 +443,8 @@ fn build_virtual(
         CheckKind::Http {
             path,
             host: vs.virtualhost.clone(),
-            expect_status: 200,
+            // ldirectord's LWP check takes any 2xx as success.
+            expect_status: StatusCodes::success(),
             expect_substring: receive.or(vs.receive.as_deref()).map(str::to_string),
             expect_md5: None,
             tls,
@@ -865,7 +867,7 @@ virtual=1
             CheckKind::Http {
                 path: "/index.html".into(),
                 host: Some("some.domain.com.au".into()),
-                expect_status: 200,
+                expect_status: StatusCodes::success(),
                 expect_substring: Some("Test Page".into()),
                 expect_md5: None,
                 tls: None,
@@ -928,7 +930,7 @@ virtual=1
             CheckKind::Http {
                 path: "/health".into(),
                 host: Some("www.example.com".into()),
-                expect_status: 200,
+                expect_status: StatusCodes::success(),
                 expect_substring: Some("up".into()),
                 expect_md5: None,
                 tls: Some(TlsCheck::insecure()),
@@ -943,7 +945,7 @@ virtual=1
             CheckKind::Http {
                 path: "/a".into(),
                 host: None,
-                expect_status: 200,
+                expect_status: StatusCodes::success(),
                 expect_substring: Some("b".into()),
                 expect_md5: None,
                 tls: Some(TlsCheck::default()),

@@ -1,13 +1,14 @@
 //! The HTTP check's body digest (keepalived `digest`) against a server on loopback that sends
 //! its response in pieces: a small body, a body far beyond what the check keeps for
-//! matching, a header whose end straddles two writes, and a failing status.
+//! matching, a header whose end straddles two writes, and a failing status; and sets of
+//! accepted status codes.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use std::net::SocketAddr;
 use std::time::Duration;
 
 use ha_lvs::checker::probe::run_probe;
-use ha_lvs::checker::{CheckKind, CheckSpec, ProbeKey, ProbeOutcome};
+use ha_lvs::checker::{CheckKind, CheckSpec, ProbeKey, ProbeOutcome, StatusCodes};
 use md5::{Digest, Md5};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpListener;
@@ -42,7 +43,7 @@ fn key(target: SocketAddr, substring: Option<&str>, md5: [u8; 16]) -> ProbeKey {
             ..CheckSpec::new(CheckKind::Http {
                 path: "/".into(),
                 host: None,
-                expect_status: 200,
+                expect_status: 200.into(),
                 expect_substring: substring.map(str::to_string),
                 expect_md5: Some(md5),
                 tls: None,
@@ -97,4 +98,37 @@ async fn http_digest_covers_the_whole_body() {
         matches!(&o, ProbeOutcome::Down(r) if r.contains("503")),
         "{o:?}"
     );
+}
+
+#[tokio::test]
+async fn http_status_sets_accept_any_code_inside() {
+    let no_content = server(vec![b"HTTP/1.0 204 No Content\r\n\r\n".to_vec()]).await;
+    let moved = server(vec![b"HTTP/1.0 301 Moved\r\nLocation: /x\r\n\r\n".to_vec()]).await;
+    let key = |target, codes: StatusCodes| ProbeKey {
+        target,
+        spec: CheckSpec::new(CheckKind::Http {
+            path: "/".into(),
+            host: None,
+            expect_status: codes,
+            expect_substring: None,
+            expect_md5: None,
+            tls: None,
+        }),
+    };
+    assert_eq!(
+        run_probe(&key(no_content, StatusCodes::success())).await,
+        ProbeOutcome::Up
+    );
+    let o = run_probe(&key(no_content, 200.into())).await;
+    assert!(
+        matches!(&o, ProbeOutcome::Down(r) if r.contains("204") && r.contains("expected 200")),
+        "{o:?}"
+    );
+    let o = run_probe(&key(moved, StatusCodes::success())).await;
+    assert!(
+        matches!(&o, ProbeOutcome::Down(r) if r.contains("expected 200-299")),
+        "{o:?}"
+    );
+    let with_301 = StatusCodes(vec![(200, 299), (301, 301)]);
+    assert_eq!(run_probe(&key(moved, with_301)).await, ProbeOutcome::Up);
 }

@@ -105,7 +105,7 @@ fn http_check() -> CheckSpec {
     spec(CheckKind::Http {
         path: "/health".into(),
         host: None,
-        expect_status: 200,
+        expect_status: 200.into(),
         expect_substring: Some("ok".into()),
         expect_md5: None,
         tls: None,
@@ -384,7 +384,7 @@ async fn http_check_sends_path_and_host_and_matches_body() {
         spec: spec(CheckKind::Http {
             path: path.into(),
             host: Some(host.into()),
-            expect_status: status,
+            expect_status: status.into(),
             expect_substring: Some(text.into()),
             expect_md5: None,
             tls: None,

@@ -238,7 +238,7 @@ fn key(target: SocketAddr, host: Option<&str>, expect: Option<&str>, tls: TlsChe
     let mut spec = CheckSpec::new(CheckKind::Http {
         path: "/health".into(),
         host: host.map(str::to_string),
-        expect_status: 200,
+        expect_status: 200.into(),
         expect_substring: expect.map(str::to_string),
         expect_md5: None,
         tls: Some(tls),

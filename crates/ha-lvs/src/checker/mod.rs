@@ -66,8 +66,8 @@ pub enum CheckKind {
         path: String,
         /// Host header (default: the endpoint address).
         host: Option<String>,
-        /// Expected status code.
-        expect_status: u16,
+        /// Status codes accepted (e.g. 200, or 200-299 as keepalived's default).
+        expect_status: StatusCodes,
         /// Substring the response body must contain (ldirectord `receive`).
         expect_substring: Option<String>,
         /// MD5 of the whole response body (keepalived `digest`, as `genhash` prints it). The
@@ -150,6 +150,68 @@ pub enum CheckKind {
     AlwaysUp,
     /// Never probed, always down (ldirectord `off`).
     AlwaysDown,
+}
+
+/// HTTP status codes a check accepts: a list of inclusive ranges (keepalived
+/// `status_code 200-299 301 503`). A single code converts from `u16`.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct StatusCodes(pub Vec<(u16, u16)>);
+
+impl StatusCodes {
+    /// Every 2xx (keepalived's default; what ldirectord's LWP calls success).
+    pub fn success() -> StatusCodes {
+        StatusCodes(vec![(200, 299)])
+    }
+
+    /// Whether `code` is accepted.
+    pub fn contains(&self, code: u16) -> bool {
+        self.0.iter().any(|&(lo, hi)| (lo..=hi).contains(&code))
+    }
+
+    /// Parse keepalived's words: codes and `LOW-HIGH` ranges of 100..=999.
+    pub fn parse<'a>(words: impl IntoIterator<Item = &'a str>) -> Result<StatusCodes, String> {
+        let code = |w: &str| {
+            w.parse::<u16>()
+                .ok()
+                .filter(|c| (100..=999).contains(c))
+                .ok_or_else(|| format!("{w:?} is not an HTTP status such as 200"))
+        };
+        let mut out = Vec::new();
+        for w in words {
+            let (lo, hi) = match w.split_once('-') {
+                Some((a, b)) => (code(a)?, code(b)?),
+                None => (code(w)?, code(w)?),
+            };
+            if lo > hi {
+                return Err(format!("range {w:?} runs backwards"));
+            }
+            out.push((lo, hi));
+        }
+        if out.is_empty() {
+            return Err("no status code".into());
+        }
+        Ok(StatusCodes(out))
+    }
+}
+
+impl From<u16> for StatusCodes {
+    fn from(code: u16) -> Self {
+        StatusCodes(vec![(code, code)])
+    }
+}
+
+impl std::fmt::Display for StatusCodes {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        for (i, &(lo, hi)) in self.0.iter().enumerate() {
+            let sep = if i > 0 { " " } else { "" };
+            if lo == hi {
+                write!(f, "{sep}{lo}")?;
+            } else {
+                write!(f, "{sep}{lo}-{hi}")?;
+            }
+        }
+        Ok(())
+    }
 }
 
 /// A check with its timing.

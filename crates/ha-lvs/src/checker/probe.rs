@@ -119,7 +119,7 @@ pub async fn run_probe_in(key: &ProbeKey, ctx: &ProbeContext) -> ProbeOutcome {
                 let req = HttpRequest {
                     path,
                     host: host.as_deref(),
-                    expect_status: *expect_status,
+                    expect_status,
                     expect: expect_substring.as_deref(),
                     md5: expect_md5.as_ref(),
                 };
@@ -287,7 +287,7 @@ fn contains(hay: &[u8], needle: &[u8]) -> bool {
 struct HttpRequest<'a> {
     path: &'a str,
     host: Option<&'a str>,
-    expect_status: u16,
+    expect_status: &'a super::StatusCodes,
     expect: Option<&'a str>,
     md5: Option<&'a [u8; 16]>,
 }
@@ -335,7 +335,7 @@ where
         }
         let status = parse_status(&buf);
         // The status line rules the response out: nothing more to read.
-        if status.is_some_and(|c| c != expect_status) {
+        if status.is_some_and(|c| !expect_status.contains(c)) {
             break;
         }
         // Without a digest, stop at the read limit or once the text was found.
@@ -348,7 +348,7 @@ where
     }
     match parse_status(&buf) {
         None => Err(format!("no HTTP status line from {target}")),
-        Some(code) if code != expect_status => Err(format!(
+        Some(code) if !expect_status.contains(code) => Err(format!(
             "HTTP status {code} from {target}, expected {expect_status}"
         )),
         Some(_) => match (expect, r.md5, md5.map(BodyMd5::finish)) {
