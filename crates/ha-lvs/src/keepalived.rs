@@ -36,8 +36,9 @@
 //! - `HTTP_GET` / `SSL_GET` → [`CheckKind::Http`] (SSL: unverified TLS, see `SSL` below) with
 //!   the first `url`
 //!   block's `path`, `status_code` (codes and ranges, e.g. `200-299 301`; default any 2xx,
-//!   as keepalived), `virtualhost`, `digest` (MD5 of the whole body, as `genhash` prints it);
-//!   `regex` is matched as plain text.
+//!   as keepalived), `virtualhost`, `digest` (MD5 of the whole body, as `genhash` prints it),
+//!   `regex` (a regular expression, [`BodyMatch::regex`]; one that does not compile is an
+//!   error).
 //! - `MISC_CHECK` → [`CheckKind::Command`] (`misc_path` split like a shell word list,
 //!   `misc_timeout` default `delay_loop`, `misc_dynamic`). Our command check appends the
 //!   real server's host and port as two extra arguments (warning).
@@ -84,7 +85,7 @@ use crate::checker::dns::DnsType;
 use crate::checker::tls::ClientIdentity;
 use crate::checker::udp::{HexPattern, UdpCheck, UdpReply};
 use crate::checker::{
-    CheckKind, CheckSpec, FailureAction, MonitorConfig, MonitoredReal, MonitoredService,
+    BodyMatch, CheckKind, CheckSpec, FailureAction, MonitorConfig, MonitoredReal, MonitoredService,
     StatusCodes, TlsCheck,
 };
 use crate::error::{Error, Result};
@@ -1488,13 +1489,9 @@ impl Builder<'_> {
                             })?);
                         }
                         "regex" => {
-                            let r = self.arg(u, 1, "regex \"OK\"")?.to_string();
-                            if r.contains(|c| "^$.*+?()[]{}|\\".contains(c)) {
-                                let m =
-                                    format!("regex {r:?} is matched as plain text, not as a regex");
-                                self.warn(u.at, m);
-                            }
-                            substring = Some(r);
+                            let r = self.arg(u, 1, "regex \"OK\"")?;
+                            let m = BodyMatch::regex(r).map_err(|e| self.err(u.at, e))?;
+                            substring = Some(m);
                         }
                         k => self.warn(u.at, format!("unknown keyword {k:?} in url ignored")),
                     }
@@ -1509,7 +1506,7 @@ impl Builder<'_> {
                         path,
                         host,
                         expect_status: status,
-                        expect_substring: substring,
+                        expect_body: substring,
                         expect_md5: digest,
                         // keepalived's SSL_GET never verifies the server (see `SSL`).
                         tls: (kind_name == "SSL_GET").then(|| TlsCheck {
@@ -1692,7 +1689,7 @@ virtual_server 2001:db8::1 443 {
                 path: "/testurl/test.jsp".into(),
                 host: Some("www.example.com".into()),
                 expect_status: 200.into(),
-                expect_substring: None,
+                expect_body: None,
                 expect_md5: md5_hex("640205b7b0fc66c1ea91c463fac6334d"),
                 tls: None,
             }
@@ -1843,6 +1840,19 @@ virtual_server 2001:db8::1 443 {
         assert_eq!(set, StatusCodes(vec![(200, 299), (301, 301), (503, 503)]));
         assert!(set.contains(204) && set.contains(503) && !set.contains(302));
         assert_eq!(set.to_string(), "200-299 301 503");
+        // regex is a regular expression (a plain word stays a substring).
+        let c = parse(
+            "virtual_server 10.0.0.1 80 {\n real_server 10.0.0.2 80 {\n  HTTP_GET {\n   url {\n    path /\n    regex \"^status: (green|yellow)\"\n   }\n  }\n }\n}\n",
+        );
+        let Some(CheckKind::Http {
+            expect_body: Some(m),
+            ..
+        }) = c.monitor.services[0].reals[0].check.clone().map(|c| c.kind)
+        else {
+            panic!("{:?}", c.monitor);
+        };
+        assert!(matches!(m, BodyMatch::Regex(_)), "{m:?}");
+        assert!(m.is_match(b"status: yellow\n") && !m.is_match(b"status: red\n"));
     }
 
     #[test]
@@ -2011,6 +2021,11 @@ virtual_server 2001:db8::1 443 {
             ("SSL {\n key\n}\n", 2, "key needs a value"),
             ("SSL {\n password\n}\n", 2, "password needs a value"),
             ("SSL {\n ca\n}\n", 2, "ca needs a value"),
+            (
+                "virtual_server 10.0.0.1 80 {\n real_server 10.0.0.2 80 {\n  HTTP_GET {\n   url {\n    path /\n    regex \"(unclosed\"\n   }\n  }\n }\n}\n",
+                6,
+                "regular expression \"(unclosed\"",
+            ),
             (
                 "virtual_server 10.0.0.1 80 {\n real_server 10.0.0.2 80 {\n  HTTP_GET {\n   url {\n    path /\n    status_code 299-200\n   }\n  }\n }\n}\n",
                 6,

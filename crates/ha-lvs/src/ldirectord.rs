@@ -45,8 +45,10 @@
 //! - `simpletcp`: a banner check: `request` (optional, `\n`, `\r`, `\t` and `\\` unescaped
 //!   as ldirectord does for `\n`) is sent, `receive` (required) must appear.
 //!
-//! `receive` is a Perl regular expression for ldirectord; here it is a plain substring (a
-//! warning is recorded when it contains regex metacharacters). Other services (ldap, mysql,
+//! `receive` is a Perl regular expression for ldirectord. The http and https checks match it
+//! as one ([`BodyMatch::regex`]; a pattern the regex crate cannot compile is matched as plain
+//! text, with a warning); the line protocols match it as a plain substring (a warning is
+//! recorded when it contains regex metacharacters). Other services (ldap, mysql,
 //! sip, ...) become TCP connect checks with a warning (UDP checks on udp services).
 //!
 //! `checktype=connect` on a udp service becomes a UDP check ([`CheckKind::Udp`]: an empty
@@ -64,7 +66,7 @@ use crate::checker::banner::BannerStep;
 use crate::checker::ftp::FtpCheck;
 use crate::checker::udp::UdpCheck;
 use crate::checker::{
-    CheckKind, CheckSpec, FailureAction, MonitorConfig, MonitoredReal, MonitoredService,
+    BodyMatch, CheckKind, CheckSpec, FailureAction, MonitorConfig, MonitoredReal, MonitoredService,
     StatusCodes, TlsCheck, banner, dns,
 };
 use crate::error::{Error, Result};
@@ -435,7 +437,23 @@ fn build_virtual(
     } else {
         FailureAction::Remove
     };
-    let http = |request: Option<&str>, receive: Option<&str>, tls: Option<TlsCheck>| {
+    // ldirectord matches `receive` as a Perl regular expression; the regex crate reads the
+    // common ones the same. One it cannot compile (backreferences, lookaround) is matched as
+    // plain text, with a warning.
+    let body_match = |r: &str, warnings: &mut Vec<String>| match BodyMatch::regex(r) {
+        Ok(m) => m,
+        Err(e) => {
+            warnings.push(format!(
+                "virtual {} (line {}): {e}; matched as plain text",
+                vs.addr, vs.line
+            ));
+            BodyMatch::from(r)
+        }
+    };
+    let http = |request: Option<&str>,
+                receive: Option<&str>,
+                tls: Option<TlsCheck>,
+                warnings: &mut Vec<String>| {
         let mut path = request.or(vs.request.as_deref()).unwrap_or("/").to_string();
         if !path.starts_with('/') {
             path.insert(0, '/');
@@ -445,7 +463,9 @@ fn build_virtual(
             host: vs.virtualhost.clone(),
             // ldirectord's LWP check takes any 2xx as success.
             expect_status: StatusCodes::success(),
-            expect_substring: receive.or(vs.receive.as_deref()).map(str::to_string),
+            expect_body: receive
+                .or(vs.receive.as_deref())
+                .map(|r| body_match(r, warnings)),
             expect_md5: None,
             tls,
         }
@@ -465,9 +485,10 @@ fn build_virtual(
      -> std::result::Result<(CheckKind, u64), String> {
         let request = request.or(vs.request.as_deref());
         let receive = receive.or(vs.receive.as_deref());
-        // ldirectord compares a dns receive with `eq`, not as a regular expression.
+        // ldirectord compares a dns receive with `eq`, not as a regular expression; http and
+        // https take it as one.
         if let Some(r) = receive
-            && svc_name.as_deref() != Some("dns")
+            && !matches!(svc_name.as_deref(), Some("dns" | "http" | "https"))
             && r.contains(|c| "^$.*+?()[]{}|\\".contains(c))
         {
             warnings.push(format!(
@@ -501,9 +522,9 @@ fn build_virtual(
                 dns_check(request, receive, proto_name == "tcp")?,
                 negotiate_timeout,
             ),
-            (Some("http"), _, _) => (http(request, receive, None), negotiate_timeout),
+            (Some("http"), _, _) => (http(request, receive, None, warnings), negotiate_timeout),
             (Some("https"), _, _) => (
-                http(request, receive, Some(TlsCheck::insecure())),
+                http(request, receive, Some(TlsCheck::insecure()), warnings),
                 negotiate_timeout,
             ),
             (Some("simpletcp"), _, _) => banner_check(receive.ok_or_else(|| {
@@ -868,7 +889,7 @@ virtual=1
                 path: "/index.html".into(),
                 host: Some("some.domain.com.au".into()),
                 expect_status: StatusCodes::success(),
-                expect_substring: Some("Test Page".into()),
+                expect_body: Some("Test Page".into()),
                 expect_md5: None,
                 tls: None,
             }
@@ -931,7 +952,7 @@ virtual=1
                 path: "/health".into(),
                 host: Some("www.example.com".into()),
                 expect_status: StatusCodes::success(),
-                expect_substring: Some("up".into()),
+                expect_body: Some("up".into()),
                 expect_md5: None,
                 tls: Some(TlsCheck::insecure()),
             }
@@ -946,7 +967,7 @@ virtual=1
                 path: "/a".into(),
                 host: None,
                 expect_status: StatusCodes::success(),
-                expect_substring: Some("b".into()),
+                expect_body: Some("b".into()),
                 expect_md5: None,
                 tls: Some(TlsCheck::default()),
             }
@@ -1032,9 +1053,31 @@ virtual=1
         );
         assert_eq!(c.warnings.len(), 1);
         assert!(c.warnings[0].contains("ldap"), "{:?}", c.warnings);
-        // A regex receive is flagged: we match plain text.
+        // http matches receive as a regular expression, warning only when it cannot compile.
+        let body = |receive: &str| {
+            let c = parse_ldirectord(
+                &format!("virtual=10.0.0.1:80\n\treal=10.0.0.2\n\treceive=\"{receive}\"\n"),
+                "t.cf",
+            )
+            .unwrap();
+            match c.monitor.services[0].reals[0].check.clone().unwrap().kind {
+                CheckKind::Http { expect_body, .. } => (expect_body.unwrap(), c.warnings),
+                k => panic!("{k:?}"),
+            }
+        };
+        let (m, w) = body("^OK.*");
+        assert!(w.is_empty(), "{w:?}");
+        assert!(m.is_match(b"OK, fine") && !m.is_match(b"NOT OK"));
+        assert_eq!(body("all ok").0, BodyMatch::from("all ok"));
+        let (m, w) = body("(a)\\1");
+        assert_eq!(m, BodyMatch::from("(a)\\1"));
+        assert!(
+            w.iter().any(|w| w.contains("matched as plain text")),
+            "{w:?}"
+        );
+        // Line protocols still match it as text, and say so.
         let c = parse_ldirectord(
-            "virtual=10.0.0.1:80\n\treal=10.0.0.2\n\treceive=\"^OK.*\"\n",
+            "virtual=10.0.0.1:25\n\treal=10.0.0.2\n\tservice=smtp\n\treceive=\"^220.*\"\n",
             "t.cf",
         )
         .unwrap();

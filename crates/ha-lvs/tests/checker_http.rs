@@ -8,7 +8,7 @@ use std::net::SocketAddr;
 use std::time::Duration;
 
 use ha_lvs::checker::probe::run_probe;
-use ha_lvs::checker::{CheckKind, CheckSpec, ProbeKey, ProbeOutcome, StatusCodes};
+use ha_lvs::checker::{BodyMatch, CheckKind, CheckSpec, ProbeKey, ProbeOutcome, StatusCodes};
 use md5::{Digest, Md5};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpListener;
@@ -44,7 +44,7 @@ fn key(target: SocketAddr, substring: Option<&str>, md5: [u8; 16]) -> ProbeKey {
                 path: "/".into(),
                 host: None,
                 expect_status: 200.into(),
-                expect_substring: substring.map(str::to_string),
+                expect_body: substring.map(BodyMatch::from),
                 expect_md5: Some(md5),
                 tls: None,
             })
@@ -110,7 +110,7 @@ async fn http_status_sets_accept_any_code_inside() {
             path: "/".into(),
             host: None,
             expect_status: codes,
-            expect_substring: None,
+            expect_body: None,
             expect_md5: None,
             tls: None,
         }),
@@ -131,4 +131,37 @@ async fn http_status_sets_accept_any_code_inside() {
     );
     let with_301 = StatusCodes(vec![(200, 299), (301, 301)]);
     assert_eq!(run_probe(&key(moved, with_301)).await, ProbeOutcome::Up);
+}
+
+#[tokio::test]
+async fn http_body_regex() {
+    let a = server(vec![
+        b"HTTP/1.0 200 OK\r\n\r\nstatus: yellow\nload 0.3\n".to_vec(),
+    ])
+    .await;
+    let key = |m: BodyMatch| ProbeKey {
+        target: a,
+        spec: CheckSpec::new(CheckKind::Http {
+            path: "/".into(),
+            host: None,
+            expect_status: 200.into(),
+            expect_body: Some(m),
+            expect_md5: None,
+            tls: None,
+        }),
+    };
+    let re = |p: &str| BodyMatch::regex(p).unwrap();
+    assert_eq!(
+        run_probe(&key(re("status: (green|yellow)"))).await,
+        ProbeOutcome::Up
+    );
+    assert_eq!(
+        run_probe(&key(re(r"load 0\.[0-4]"))).await,
+        ProbeOutcome::Up
+    );
+    let o = run_probe(&key(re("status: (green|blue)"))).await;
+    assert!(
+        matches!(&o, ProbeOutcome::Down(r) if r.contains("lacks a match for /status: (green|blue)/")),
+        "{o:?}"
+    );
 }

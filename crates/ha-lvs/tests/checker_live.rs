@@ -106,7 +106,7 @@ fn http_check() -> CheckSpec {
         path: "/health".into(),
         host: None,
         expect_status: 200.into(),
-        expect_substring: Some("ok".into()),
+        expect_body: Some("ok".into()),
         expect_md5: None,
         tls: None,
     })
@@ -385,7 +385,7 @@ async fn http_check_sends_path_and_host_and_matches_body() {
             path: path.into(),
             host: Some(host.into()),
             expect_status: status.into(),
-            expect_substring: Some(text.into()),
+            expect_body: Some(text.into()),
             expect_md5: None,
             tls: None,
         }),

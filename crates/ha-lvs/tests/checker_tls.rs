@@ -8,7 +8,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use ha_lvs::checker::probe::run_probe;
-use ha_lvs::checker::{CheckKind, CheckSpec, ProbeKey, ProbeOutcome, TlsCheck};
+use ha_lvs::checker::{BodyMatch, CheckKind, CheckSpec, ProbeKey, ProbeOutcome, TlsCheck};
 use rcgen::{BasicConstraints, CertificateParams, DnType, ExtendedKeyUsagePurpose, IsCa, KeyPair};
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer};
@@ -239,7 +239,7 @@ fn key(target: SocketAddr, host: Option<&str>, expect: Option<&str>, tls: TlsChe
         path: "/health".into(),
         host: host.map(str::to_string),
         expect_status: 200.into(),
-        expect_substring: expect.map(str::to_string),
+        expect_body: expect.map(BodyMatch::from),
         expect_md5: None,
         tls: Some(tls),
     });

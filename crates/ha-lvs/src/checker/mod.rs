@@ -68,8 +68,9 @@ pub enum CheckKind {
         host: Option<String>,
         /// Status codes accepted (e.g. 200, or 200-299 as keepalived's default).
         expect_status: StatusCodes,
-        /// Substring the response body must contain (ldirectord `receive`).
-        expect_substring: Option<String>,
+        /// What the response body must hold (ldirectord `receive`, keepalived `regex`),
+        /// searched in its first 64 KiB.
+        expect_body: Option<BodyMatch>,
         /// MD5 of the whole response body (keepalived `digest`, as `genhash` prints it). The
         /// body is hashed as it arrives, so it may be longer than what is kept for matching.
         expect_md5: Option<[u8; 16]>,
@@ -150,6 +151,74 @@ pub enum CheckKind {
     AlwaysUp,
     /// Never probed, always down (ldirectord `off`).
     AlwaysDown,
+}
+
+/// What an HTTP response body must hold.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub enum BodyMatch {
+    /// A plain substring.
+    Contains(String),
+    /// A regular expression found anywhere in the body.
+    Regex(BodyRegex),
+}
+
+impl BodyMatch {
+    /// A regular expression (the `regex` crate's syntax: POSIX extended and Perl patterns
+    /// without backreferences or lookaround read the same); one without metacharacters is
+    /// the plain substring it stands for. The error says why it does not compile.
+    pub fn regex(pattern: &str) -> Result<BodyMatch, String> {
+        if regex::escape(pattern) == pattern {
+            return Ok(BodyMatch::from(pattern));
+        }
+        regex::bytes::Regex::new(pattern)
+            .map(|re| BodyMatch::Regex(BodyRegex(re)))
+            .map_err(|e| format!("regular expression {pattern:?}: {e}"))
+    }
+
+    /// Whether `body` holds it.
+    pub fn is_match(&self, body: &[u8]) -> bool {
+        match self {
+            BodyMatch::Contains(s) => {
+                let n = s.as_bytes();
+                n.is_empty() || body.windows(n.len()).any(|w| w == n)
+            }
+            BodyMatch::Regex(re) => re.0.is_match(body),
+        }
+    }
+}
+
+impl From<&str> for BodyMatch {
+    fn from(s: &str) -> Self {
+        BodyMatch::Contains(s.to_string())
+    }
+}
+
+impl std::fmt::Display for BodyMatch {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            BodyMatch::Contains(s) => write!(f, "{s:?}"),
+            BodyMatch::Regex(re) => write!(f, "a match for /{}/", re.0.as_str()),
+        }
+    }
+}
+
+/// A compiled regular expression, compared and hashed by its source (so checks using the same
+/// pattern share one probe).
+#[derive(Debug, Clone)]
+pub struct BodyRegex(regex::bytes::Regex);
+
+impl PartialEq for BodyRegex {
+    fn eq(&self, other: &Self) -> bool {
+        self.0.as_str() == other.0.as_str()
+    }
+}
+
+impl Eq for BodyRegex {}
+
+impl std::hash::Hash for BodyRegex {
+    fn hash<H: std::hash::Hasher>(&self, state: &mut H) {
+        self.0.as_str().hash(state);
+    }
 }
 
 /// HTTP status codes a check accepts: a list of inclusive ranges (keepalived

@@ -112,7 +112,7 @@ pub async fn run_probe_in(key: &ProbeKey, ctx: &ProbeContext) -> ProbeOutcome {
                 path,
                 host,
                 expect_status,
-                expect_substring,
+                expect_body,
                 expect_md5,
                 tls,
             } => {
@@ -120,7 +120,7 @@ pub async fn run_probe_in(key: &ProbeKey, ctx: &ProbeContext) -> ProbeOutcome {
                     path,
                     host: host.as_deref(),
                     expect_status,
-                    expect: expect_substring.as_deref(),
+                    expect: expect_body.as_ref(),
                     md5: expect_md5.as_ref(),
                 };
                 let tcp = connect(target).await?;
@@ -279,16 +279,12 @@ fn body(response: &[u8]) -> &[u8] {
     }
 }
 
-fn contains(hay: &[u8], needle: &[u8]) -> bool {
-    needle.is_empty() || hay.windows(needle.len()).any(|w| w == needle)
-}
-
 /// What an HTTP(S) check asks and expects.
 struct HttpRequest<'a> {
     path: &'a str,
     host: Option<&'a str>,
     expect_status: &'a super::StatusCodes,
-    expect: Option<&'a str>,
+    expect: Option<&'a super::BodyMatch>,
     md5: Option<&'a [u8; 16]>,
 }
 
@@ -341,7 +337,7 @@ where
         // Without a digest, stop at the read limit or once the text was found.
         if md5.is_none()
             && (buf.len() >= HTTP_READ_LIMIT
-                || status.is_some() && expect.is_some_and(|e| contains(body(&buf), e.as_bytes())))
+                || status.is_some() && expect.is_some_and(|e| e.is_match(body(&buf))))
         {
             break;
         }
@@ -352,8 +348,8 @@ where
             "HTTP status {code} from {target}, expected {expect_status}"
         )),
         Some(_) => match (expect, r.md5, md5.map(BodyMd5::finish)) {
-            (Some(e), _, _) if !contains(body(&buf), e.as_bytes()) => {
-                Err(format!("response of {target} lacks {e:?}"))
+            (Some(e), _, _) if !e.is_match(body(&buf)) => {
+                Err(format!("response of {target} lacks {e}"))
             }
             (_, Some(want), Some(got)) if got != *want => Err(format!(
                 "body of {target} has MD5 {}, expected {}",
