@@ -2297,7 +2297,8 @@ virtual_server 2001:db8::1 443 {
             Just("@^x"), Just("include"), Just("alpha"), Just("inhibit_on_failure"),
             Just("SSL"), Just("certificate"), Just("key"), Just("ca"), Just("password"),
             Just("UDP_CHECK"), Just("payload"), Just("require_reply"), Just("1x"), Just("0a"),
-            Just("min_reply_length"), Just("max_reply_length"),
+            Just("min_reply_length"), Just("max_reply_length"), Just("digest"), Just("regex"),
+            Just("200-299"), Just("(a|"), Just("9b3a0c85a887a256d6939da88aabd8cd"),
         ], 0..120)) {
             let text = toks.join(" ");
             let _ = parse_keepalived(&text, "p.conf");
