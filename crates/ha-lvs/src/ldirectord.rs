@@ -48,7 +48,9 @@
 //! `receive` is a Perl regular expression for ldirectord. The http and https checks match it
 //! as one ([`BodyMatch::regex`]; a pattern the regex crate cannot compile is matched as plain
 //! text, with a warning); the line protocols match it as a plain substring (a warning is
-//! recorded when it contains regex metacharacters). Other services (ldap, mysql,
+//! recorded when it contains regex metacharacters). `mysql` (port 3306) with a `login` logs in
+//! ([`CheckKind::Mysql`]: `passwd`, `database`, `request` as a query that must return a
+//! row). Other services (ldap, mysql without a login,
 //! sip, ...) become TCP connect checks with a warning (UDP checks on udp services).
 //!
 //! `checktype=connect` on a udp service becomes a UDP check ([`CheckKind::Udp`]: an empty
@@ -64,6 +66,7 @@ use std::time::Duration;
 
 use crate::checker::banner::BannerStep;
 use crate::checker::ftp::FtpCheck;
+use crate::checker::mysql::MysqlCheck;
 use crate::checker::udp::UdpCheck;
 use crate::checker::{
     BodyMatch, CheckKind, CheckSpec, FailureAction, MonitorConfig, MonitoredReal, MonitoredService,
@@ -102,7 +105,6 @@ const IGNORED: &[&str] = &[
     "httpmethod",
     "login",
     "passwd",
-    "database",
     "secret",
     "cleanstop",
 ];
@@ -137,6 +139,7 @@ struct Virtual {
     virtualhost: Option<String>,
     login: Option<String>,
     passwd: Option<Secret>,
+    database: Option<String>,
 }
 
 /// A password: never shown by Debug.
@@ -307,6 +310,7 @@ pub fn parse_ldirectord(text: &str, source_name: &str) -> Result<LdirectordConfi
                     "virtualhost" => vs.virtualhost = Some(one()?),
                     "login" => vs.login = Some(one()?),
                     "passwd" => vs.passwd = Some(Secret(one()?)),
+                    "database" => vs.database = Some(one()?),
                     k if IGNORED.contains(&k) => {}
                     k => return Err(format!("unknown directive {k:?} in a virtual block")),
                 }
@@ -358,6 +362,7 @@ fn service_for_port(port: u16) -> Option<&'static str> {
         143 => Some("imap"),
         993 => Some("imaps"),
         995 => Some("pops"),
+        3306 => Some("mysql"),
         _ => None,
     }
 }
@@ -525,6 +530,16 @@ fn build_virtual(
             (Some("http"), _, _) => (http(request, receive, None, warnings), negotiate_timeout),
             (Some("https"), _, _) => (
                 http(request, receive, Some(TlsCheck::insecure()), warnings),
+                negotiate_timeout,
+            ),
+            // ldirectord's mysql check logs in through DBI and runs `request`.
+            (Some("mysql"), _, Some(user)) => (
+                CheckKind::Mysql(MysqlCheck {
+                    user: user.to_string(),
+                    password: vs.passwd.as_ref().map_or(String::new(), |p| p.0.clone()),
+                    database: vs.database.clone().filter(|d| !d.is_empty()),
+                    query: request.filter(|q| !q.is_empty()).map(str::to_string),
+                }),
                 negotiate_timeout,
             ),
             (Some("simpletcp"), _, _) => banner_check(receive.ok_or_else(|| {
@@ -1082,6 +1097,36 @@ virtual=1
         )
         .unwrap();
         assert!(c.warnings.iter().any(|w| w.contains("regular expression")));
+    }
+
+    #[test]
+    fn mysql_service_logs_in_and_queries() {
+        let c = parse_ldirectord(
+            "virtual=10.0.0.1:3306\n\treal=10.0.0.2\n\tlogin=\"lvs\"\n\tpasswd=\"s3cret\"\n\tdatabase=\"health\"\n\trequest=\"SELECT 1\"\n",
+            "m.cf",
+        )
+        .unwrap();
+        assert!(c.warnings.is_empty(), "{:?}", c.warnings);
+        assert_eq!(
+            c.monitor.services[0].reals[0].check.clone().unwrap().kind,
+            CheckKind::Mysql(MysqlCheck {
+                user: "lvs".into(),
+                password: "s3cret".into(),
+                database: Some("health".into()),
+                query: Some("SELECT 1".into()),
+            })
+        );
+        // Without a login (ldirectord could not log in either): a TCP connect, with a warning.
+        let c = parse_ldirectord("virtual=10.0.0.1:3306\n\treal=10.0.0.2\n", "m.cf").unwrap();
+        assert_eq!(
+            c.monitor.services[0].reals[0].check.clone().unwrap().kind,
+            CheckKind::Connect
+        );
+        assert!(
+            c.warnings.iter().any(|w| w.contains("mysql")),
+            "{:?}",
+            c.warnings
+        );
     }
 
     #[test]

@@ -18,7 +18,9 @@
 //! its ftp/pop/imap checks with their login dialogue), TLS banner (the banner check
 //! with `tls: Some(..)`: ldirectord pops/imaps), FTP download (ldirectord ftp with a
 //! `request`), DNS query (keepalived `DNS_CHECK`, ldirectord
-//! dns), ICMP echo (IPv4 and IPv6), external command, and the static always-up/always-down.
+//! dns), UDP datagram (keepalived `UDP_CHECK`, [`udp`]), MySQL login and query (ldirectord
+//! mysql, [`mysql`]), ICMP echo (IPv4 and IPv6), external command, and the static
+//! always-up/always-down.
 
 pub mod banner;
 mod checksum;
@@ -28,6 +30,7 @@ pub mod ftp;
 pub mod icmp;
 mod idhash;
 mod monitor;
+pub mod mysql;
 pub mod ping;
 pub mod probe;
 pub mod reload;
@@ -130,6 +133,11 @@ pub enum CheckKind {
     /// any datagram is up; with one, only a reply of the right length and first bytes within
     /// the timeout. See [`udp`].
     Udp(udp::UdpCheck),
+    /// MySQL / MariaDB login (ldirectord `service = mysql`): log in as the check user,
+    /// optionally run a query that must return a row, then `COM_QUIT`. A login, not a
+    /// connect, because servers block hosts whose connections end before the handshake. See
+    /// [`mysql`].
+    Mysql(mysql::MysqlCheck),
     /// ICMP echo reachability of the real server's address (ldirectord `ping`, keepalived
     /// PING_CHECK), IPv4 or IPv6; the port is ignored. Up = an echo reply to our request
     /// within the timeout; an ICMP error or silence = down. Uses an unprivileged ICMP

@@ -156,6 +156,7 @@ pub async fn run_probe_in(key: &ProbeKey, ctx: &ProbeContext) -> ProbeOutcome {
                 super::dns::check(target, req, t).await
             }
             CheckKind::Udp(check) => super::udp::check(target, check, t).await,
+            CheckKind::Mysql(check) => super::mysql::check(target, check).await,
             CheckKind::Ping => super::ping::echo(target).await.map(|_| ProbeOutcome::Up),
             CheckKind::Command {
                 program,
