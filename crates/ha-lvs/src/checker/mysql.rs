@@ -16,7 +16,7 @@
 
 use std::net::SocketAddr;
 
-use sha1::{Digest as _, Sha1};
+use sha1::{Digest, Sha1};
 use sha2::Sha256;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
@@ -151,29 +151,31 @@ pub fn decode_greeting(p: &[u8]) -> Result<Greeting, Result<(u16, String), Malfo
 /// `mysql_native_password`: SHA1(password) XOR SHA1(scramble + SHA1(SHA1(password))); an
 /// empty password answers with nothing.
 pub fn native_password(scramble: &[u8], password: &str) -> Vec<u8> {
-    if password.is_empty() {
-        return Vec::new();
-    }
-    let h1 = Sha1::digest(password.as_bytes());
-    let h2 = Sha1::digest(h1);
-    let mut h = Sha1::new();
-    h.update(scramble);
-    h.update(h2);
-    let h3 = h.finalize();
-    h1.iter().zip(h3.iter()).map(|(a, b)| a ^ b).collect()
+    proof::<Sha1>(password, scramble, true)
 }
 
 /// `caching_sha2_password`, fast path: SHA256(password) XOR SHA256(SHA256(SHA256(password))
 /// + scramble); an empty password answers with nothing.
 pub fn caching_sha2_fast(scramble: &[u8], password: &str) -> Vec<u8> {
+    proof::<Sha256>(password, scramble, false)
+}
+
+/// H(password) XOR H(scramble + H(H(password))), or with the scramble last: the two
+/// plugins differ only in the hash and that order.
+fn proof<H: Digest>(password: &str, scramble: &[u8], scramble_first: bool) -> Vec<u8> {
     if password.is_empty() {
         return Vec::new();
     }
-    let h1 = Sha256::digest(password.as_bytes());
-    let h2 = Sha256::digest(h1);
-    let mut h = Sha256::new();
-    h.update(h2);
-    h.update(scramble);
+    let h1 = H::digest(password.as_bytes());
+    let h2 = H::digest(&h1);
+    let mut h = H::new();
+    if scramble_first {
+        h.update(scramble);
+        h.update(&h2);
+    } else {
+        h.update(&h2);
+        h.update(scramble);
+    }
     let h3 = h.finalize();
     h1.iter().zip(h3.iter()).map(|(a, b)| a ^ b).collect()
 }
