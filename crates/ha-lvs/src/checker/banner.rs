@@ -139,7 +139,7 @@ impl BannerMatch {
             self.found = self.expect.iter().any(|e| {
                 // Only the tail that could still complete a match needs rescanning.
                 let from = old.saturating_sub(e.len().saturating_sub(1));
-                self.buf[from..].windows(e.len()).any(|w| w == e.as_slice())
+                super::contains(&self.buf[from..], e)
             });
         }
         self.done()

@@ -508,7 +508,7 @@ impl<'a> FtpSession<'a> {
     /// The transfer is over (complete or enough of it): match `receive`.
     fn judge(&mut self) {
         let want = self.check.receive.as_deref().unwrap_or("");
-        let found = want.is_empty() || self.data.windows(want.len()).any(|w| w == want.as_bytes());
+        let found = super::contains(&self.data, want.as_bytes());
         self.phase = Phase::Done;
         if found {
             self.verdict = Some(Action::Up);

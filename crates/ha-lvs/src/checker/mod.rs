@@ -186,10 +186,7 @@ impl BodyMatch {
     /// Whether `body` holds it.
     pub fn is_match(&self, body: &[u8]) -> bool {
         match self {
-            BodyMatch::Contains(s) => {
-                let n = s.as_bytes();
-                n.is_empty() || body.windows(n.len()).any(|w| w == n)
-            }
+            BodyMatch::Contains(s) => contains(body, s.as_bytes()),
             BodyMatch::Regex(re) => re.0.is_match(body),
         }
     }
@@ -208,6 +205,12 @@ impl std::fmt::Display for BodyMatch {
             BodyMatch::Regex(re) => write!(f, "a match for /{}/", re.0.as_str()),
         }
     }
+}
+
+/// Whether `hay` holds `needle` (an empty needle is always found): the text matching of the
+/// HTTP, banner and FTP checks.
+pub(crate) fn contains(hay: &[u8], needle: &[u8]) -> bool {
+    needle.is_empty() || hay.windows(needle.len()).any(|w| w == needle)
 }
 
 /// A compiled regular expression, compared and hashed by its source (so checks using the same

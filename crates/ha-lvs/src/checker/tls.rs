@@ -123,7 +123,7 @@ impl ClientIdentity {
 
 /// PKCS#8 `ENCRYPTED PRIVATE KEY` or a legacy OpenSSL key with `Proc-Type: 4,ENCRYPTED`.
 fn is_encrypted_key(pem_text: &[u8]) -> bool {
-    let has = |needle: &[u8]| pem_text.windows(needle.len()).any(|w| w == needle);
+    let has = |needle: &[u8]| super::contains(pem_text, needle);
     has(b"-----BEGIN ENCRYPTED PRIVATE KEY-----") || has(b"Proc-Type: 4,ENCRYPTED")
 }
 
