@@ -102,10 +102,8 @@ fn nul_string<'a>(b: &'a [u8], what: &'static str) -> Result<(String, &'a [u8]),
 /// Decode the server's first packet: a greeting, or the error it sends instead (too many
 /// connections, host blocked, host not allowed), returned as `Err(Ok((code, message)))`.
 pub fn decode_greeting(p: &[u8]) -> Result<Greeting, Result<(u16, String), Malformed>> {
-    if let Some(Reply::Err { code, message }) =
-        decode_reply(p).ok().filter(|_| p.first() == Some(&0xff))
-    {
-        return Err(Ok((code, message)));
+    if p.first() == Some(&0xff) {
+        return Err(decode_err(p));
     }
     let bad = |w| Err(Err(Malformed(w)));
     match p.first() {
@@ -297,7 +295,7 @@ pub fn decode_reply(p: &[u8]) -> Result<Reply, Malformed> {
 pub fn decode_response(p: &[u8], in_rows: bool) -> Result<Reply, Malformed> {
     match p.first() {
         None => Err(Malformed("empty packet")),
-        Some(0xff) => decode_err(p),
+        Some(0xff) => decode_err(p).map(|(code, message)| Reply::Err { code, message }),
         // A row's first value can't start with 0xfe and be this short (8-byte length).
         Some(0xfe) if p.len() < 9 => Ok(Reply::Eof),
         _ if in_rows => Ok(Reply::Row),
@@ -309,7 +307,8 @@ pub fn decode_response(p: &[u8], in_rows: bool) -> Result<Reply, Malformed> {
     }
 }
 
-fn decode_err(p: &[u8]) -> Result<Reply, Malformed> {
+/// The code and message of an ERR packet.
+fn decode_err(p: &[u8]) -> Result<(u16, String), Malformed> {
     let code = p
         .get(1..3)
         .map(|c| u16::from_le_bytes([c[0], c[1]]))
@@ -319,10 +318,7 @@ fn decode_err(p: &[u8]) -> Result<Reply, Malformed> {
     if msg.first() == Some(&b'#') && msg.len() >= 6 {
         msg = &msg[6..];
     }
-    Ok(Reply::Err {
-        code,
-        message: String::from_utf8_lossy(msg).into_owned(),
-    })
+    Ok((code, String::from_utf8_lossy(msg).into_owned()))
 }
 
 /// One packet's framing: 3-byte little-endian length, sequence number.
@@ -469,19 +465,14 @@ async fn login(conn: &mut Conn, c: &MysqlCheck) -> Result<(), String> {
 /// Run `q`: up when it returns at least one row (or is a statement without a result set).
 async fn query(conn: &mut Conn, q: &str) -> Result<ProbeOutcome, String> {
     let target = conn.target;
+    let failed =
+        |code, message: &str| refused(target, &format!("failed query {q:?}"), code, message);
     let mut cmd = vec![0x03];
     cmd.extend_from_slice(q.as_bytes());
     conn.command(&cmd).await?;
     let columns = match conn.response(false).await? {
         Reply::Ok => return Ok(ProbeOutcome::Up),
-        Reply::Err { code, message } => {
-            return Err(refused(
-                target,
-                &format!("failed query {q:?}"),
-                code,
-                &message,
-            ));
-        }
+        Reply::Err { code, message } => return Err(failed(code, &message)),
         Reply::Columns(n) => n,
         other => {
             return Err(format!(
@@ -502,14 +493,7 @@ async fn query(conn: &mut Conn, q: &str) -> Result<ProbeOutcome, String> {
     loop {
         match conn.response(true).await? {
             Reply::Eof => break,
-            Reply::Err { code, message } => {
-                return Err(refused(
-                    target,
-                    &format!("failed query {q:?}"),
-                    code,
-                    &message,
-                ));
-            }
+            Reply::Err { code, message } => return Err(failed(code, &message)),
             _ => rows += 1,
         }
     }

@@ -273,11 +273,16 @@ pub fn parse_status(response: &[u8]) -> Option<u16> {
     parts.next()?.parse().ok()
 }
 
+/// Where the body of `response` starts: after the blank line ending the header.
+fn body_start(response: &[u8]) -> Option<usize> {
+    response
+        .windows(4)
+        .position(|w| w == b"\r\n\r\n")
+        .map(|p| p + 4)
+}
+
 fn body(response: &[u8]) -> &[u8] {
-    match response.windows(4).position(|w| w == b"\r\n\r\n") {
-        Some(p) => &response[p + 4..],
-        None => &[],
-    }
+    body_start(response).map_or(&[], |b| &response[b..])
 }
 
 /// What an HTTP(S) check asks and expects.
@@ -385,9 +390,9 @@ impl BodyMd5 {
         }
         // A header longer than the kept prefix never ends: no body, and the status check
         // fails first (no status line) or the digest mismatches.
-        if let Some(p) = kept.windows(4).position(|w| w == b"\r\n\r\n") {
+        if let Some(b) = body_start(kept) {
             self.in_body = true;
-            let body_from = (p + 4).saturating_sub(start);
+            let body_from = b.saturating_sub(start);
             self.hasher.update(chunk.get(body_from..).unwrap_or(&[]));
         }
     }
